@@ -1,0 +1,32 @@
+"""Shared helpers for statistical tests against exact enumeration."""
+
+import collections
+
+import numpy as np
+
+
+def empirical(sequences, support):
+    """Empirical frequencies of ``sequences`` over the list ``support``."""
+    counts = collections.Counter(sequences)
+    total = len(sequences)
+    assert sum(counts[s] for s in support) == total, "a sample fell outside the enumerated support"
+    return np.array([counts[s] / total for s in support])
+
+
+def tv_noise_floor(p, num_samples):
+    """Expected total-variation distance of an R-sample histogram from p (normal approx.)."""
+    p = np.asarray(p)
+    return float(np.sum(np.sqrt(2 * p * (1 - p) / (np.pi * num_samples))) / 2)
+
+
+def assert_matches_law(sequences, support, p, z=5.0):
+    """Each frequency within z binomial standard errors, and TV within twice its noise floor."""
+    freq = empirical(sequences, support)
+    p = np.asarray(p)
+    r = len(sequences)
+    se = np.sqrt(np.maximum(p * (1 - p), 1e-12) / r)
+    worst = np.max(np.abs(freq - p) / se)
+    assert worst < z, f"a frequency is {worst:.1f} standard errors from its exact probability"
+    tv = 0.5 * np.abs(freq - p).sum()
+    floor = tv_noise_floor(p, r)
+    assert tv < 2 * floor, f"TV {tv:.4f} exceeds twice the noise floor {floor:.4f}"
