@@ -98,8 +98,11 @@ class Samples:
 
 
 def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key: jax.Array,
-           temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Samples:
+           temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+           min_new_tokens: int = 0) -> Samples:
     """Draw ``n`` continuations of one prompt; each stops at EOS or after ``max_new_tokens``.
+
+    EOS is forbidden before ``min_new_tokens`` tokens (as in transformers' ``generate``).
 
     >>> import jax, models
     >>> lm = models.load()                                    # the bundled model
@@ -109,16 +112,18 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key: jax.
     4
     """
     processing = Processing(temperature, top_k, top_p)
+    if isinstance(min_new_tokens, bool) or not isinstance(min_new_tokens, int) or min_new_tokens < 0:
+        raise InputError(f"min_new_tokens must be a non-negative integer, got {min_new_tokens!r}")
     state = lm.prefill(prompt_ids, n, max_new_tokens)
     prompt_length = int(state.prompt_length[0])
-    tokens, count, finished, logp = generate(lm, state, key, max_new_tokens, processing)
+    tokens, count, finished, logp = generate(lm, state, key, max_new_tokens, processing, min_new_tokens)
     tokens, count, finished, logp = jax.device_get((tokens, count, finished, logp))
     texts = [lm.tokenizer.decode(t[:k]) for t, k in zip(tokens, count)]
     prompt = lm.tokenizer.decode(list(prompt_ids)[:prompt_length]) if lm.tokenizer is not None else None
     return Samples(np.asarray(tokens), np.asarray(count), np.asarray(finished), np.asarray(logp), texts, prompt)
 
 
-def _generate(lm, state, key, max_new_tokens, processing):
+def _generate(lm, state, key, max_new_tokens, processing, min_new_tokens=0):
     """The decode loop: one compiled ``while_loop`` that stops when every particle is done."""
     n = state.num_particles
     start = state.prompt_length[0]
@@ -132,6 +137,8 @@ def _generate(lm, state, key, max_new_tokens, processing):
         step, state, done, logp, key = carry
         key, sub = jax.random.split(key)
         proposal = process_logits(state.logits, processing)
+        if min_new_tokens:
+            proposal = proposal.at[:, lm.eos_id].set(jnp.where(step < min_new_tokens, -jnp.inf, proposal[:, lm.eos_id]))
         token = jax.random.categorical(sub, proposal, axis=-1).astype(jnp.int32)
         logp = logp + jnp.where(done, 0.0, jax.nn.log_softmax(state.logits, -1)[jnp.arange(n), token])
         state = lm.extend(state, token, active=~done)
@@ -144,4 +151,4 @@ def _generate(lm, state, key, max_new_tokens, processing):
     return generated, state.length - start, done, logp
 
 
-generate = jax.jit(_generate, static_argnums=(3, 4))
+generate = jax.jit(_generate, static_argnums=(3, 4, 5))

@@ -1,1 +1,14 @@
-"""ppl."""
+"""Programs and potentials: what distribution over generations we want.
+
+A target is ``pi(x) ∝ p_LM(x)^alpha * phi(x)``; a :class:`Program` bundles the LM, the prompt,
+the potential ``phi`` and the proposal, and inference kernels run it.
+"""
+
+from .constraints import BannedTokens, MaxLength, MinLength, TokenMask
+from .potential import Potential, Power, Product
+from .program import Program, ProgramState
+
+__all__ = [
+    "BannedTokens", "MaxLength", "MinLength", "Potential", "Power", "Product", "Program",
+    "ProgramState", "TokenMask",
+]
