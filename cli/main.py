@@ -64,17 +64,26 @@ def parse_args(argv=None):
 
 
 def jobs(args):
-    """(prompt text, checker) pairs; the checker maps a completion to correct/incorrect or None."""
+    """(prompt text, scorer) pairs; a scorer maps the completions of one prompt to a dict of
+    per-prompt metrics (None for a free prompt)."""
     if args.prompt is not None:
         return [(args.prompt, None)]
     if args.task == "arithmetic":
         from tasks import arithmetic
 
-        return [(arithmetic.prompt_text(pb), lambda text, pb=pb: arithmetic.is_correct(text, pb))
-                for pb in arithmetic.eval_problems(args.problems)]
+        def scorer(problem):
+            def score(texts):
+                answers = [arithmetic.extract_answer(t) for t in texts]
+                voted = collections.Counter(a for a in answers if a is not None).most_common(1)
+                return {"accuracy": np.mean([a == problem.answer for a in answers]),
+                        "majority_vote_accuracy": float(bool(voted) and voted[0][0] == problem.answer)}
+            return score
+
+        return [(arithmetic.prompt_text(pb), scorer(pb)) for pb in arithmetic.eval_problems(args.problems)]
     from tasks import sentences
 
-    return [(sentences.prompt_text(), sentences.is_well_formed)] * args.problems
+    score = lambda texts: {"well_formed": np.mean([sentences.is_well_formed(t) for t in texts])}
+    return [(sentences.prompt_text(), score)] * args.problems
 
 
 def run(args) -> dict:
@@ -82,19 +91,18 @@ def run(args) -> dict:
     method = METHODS[args.method]
     key = jax.random.key(args.seed)
     work = jobs(args)
-    tokens = 0
-    elapsed = 0.0
-    scores, votes, shown = [], [], []
-    for text, check in tqdm(work, desc=f"{args.method}", unit="prompt", disable=len(work) == 1):
+    tokens, elapsed = 0, 0.0
+    metrics = collections.defaultdict(list)
+    shown = []
+    for text, score in tqdm(work, desc=args.method, unit="prompt", disable=len(work) == 1):
         key, sub = jax.random.split(key)
         started = time.perf_counter()
         out = method(lm, encode_prompt(lm, text), args, sub)
         elapsed += time.perf_counter() - started
         tokens += int(out.num_tokens.sum())
-        if check is not None:
-            results = [bool(check(t)) for t in out.texts]
-            scores.append(np.mean(results))
-            votes.append(_majority_correct(out.texts, check, args))
+        if score is not None:
+            for name, value in score(out.texts).items():
+                metrics[name].append(value)
         if len(shown) < args.show:
             shown += [(text, t) for t in out.texts[: args.show - len(shown)]]
     summary = {
@@ -107,25 +115,9 @@ def run(args) -> dict:
         "seconds": round(elapsed, 3),
         "tokens_per_second": round(tokens / max(elapsed, 1e-9), 1),
     }
-    if scores:
-        name = "accuracy" if args.task == "arithmetic" else "well_formed"
-        summary[name] = round(float(np.mean(scores)), 4)
-        if args.task == "arithmetic":
-            summary["majority_vote_accuracy"] = round(float(np.mean(votes)), 4)
+    summary.update({name: round(float(np.mean(v)), 4) for name, v in metrics.items()})
     summary["examples"] = [{"prompt": p, "completion": c} for p, c in shown]
     return summary
-
-
-def _majority_correct(texts, check, args) -> bool:
-    if args.task != "arithmetic":
-        return False
-    from tasks import arithmetic
-
-    answers = [a for a in map(arithmetic.extract_answer, texts) if a is not None]
-    if not answers:
-        return False
-    top = collections.Counter(answers).most_common(1)[0][0]
-    return bool(check(f"The answer is {top}."))
 
 
 def main(argv=None) -> int:

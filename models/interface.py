@@ -19,6 +19,10 @@ import jax.numpy as jnp
 from flax import struct
 
 
+#: prompts are padded to a multiple of this many tokens (fewer distinct compiled shapes)
+PROMPT_BUCKET = 16
+
+
 class InputError(ValueError):
     """Bad input at a public boundary; the message says what to change."""
 
@@ -73,9 +77,10 @@ class LanguageModel(abc.ABC):
 
     # ---- to implement -------------------------------------------------------------------
     @abc.abstractmethod
-    def _initial(self, prompt: jax.Array, capacity: int) -> tuple[jax.Array, object]:
-        """Run the prompt [P] once; return (next-token logits [V], cache for ONE particle
-        with room for ``capacity`` positions; leaves lead with a batch axis of size 1)."""
+    def _initial(self, prompt: jax.Array, prompt_length, capacity: int) -> tuple[jax.Array, object]:
+        """Run the prompt once: ``prompt`` [P'] holds ``prompt_length`` real tokens followed by
+        padding. Return (next-token logits [V] after the last real token, cache for ONE
+        particle with room for ``capacity`` positions; leaves lead with a batch axis of 1)."""
 
     @abc.abstractmethod
     def _forward(self, cache, tokens, positions, mask) -> tuple[jax.Array, object]:
@@ -84,16 +89,25 @@ class LanguageModel(abc.ABC):
 
     # ---- shared verbs -------------------------------------------------------------------
     def prefill(self, prompt_ids, n: int, max_new_tokens: int) -> LMState:
-        """Encode the prompt once and share its cache among ``n`` particles."""
+        """Encode the prompt once and share its cache among ``n`` particles.
+
+        The prompt is padded to a multiple of ``PROMPT_BUCKET`` tokens so that prompts of
+        similar length share one compiled program; padding is never attended to.
+        """
         prompt = self._check_prompt(prompt_ids, max_new_tokens)
         check_positive_int(n, "n (the number of particles)")
-        capacity = int(prompt.shape[0]) + int(max_new_tokens)
-        logits, cache = _initial_jit(self, prompt, capacity)
-        tokens = jnp.zeros((capacity,), jnp.int32).at[: prompt.shape[0]].set(prompt)
+        length = int(prompt.shape[0])
+        padded = -(-length // PROMPT_BUCKET) * PROMPT_BUCKET
+        capacity = padded + int(max_new_tokens)
+        if self.max_length is not None:
+            capacity = min(capacity, self.max_length)
+            padded = min(padded, capacity)
+        tokens = jnp.zeros((padded,), jnp.int32).at[:length].set(prompt)
+        logits, cache = _initial_jit(self, tokens, jnp.int32(length), capacity)
         one = LMState(
-            tokens=tokens[None],
-            length=jnp.array([prompt.shape[0]], jnp.int32),
-            prompt_length=jnp.array([prompt.shape[0]], jnp.int32),
+            tokens=jnp.zeros((1, capacity), jnp.int32).at[0, :length].set(prompt),
+            length=jnp.array([length], jnp.int32),
+            prompt_length=jnp.array([length], jnp.int32),
             logits=logits.astype(jnp.float32)[None],
             cache=cache,
         )
@@ -189,7 +203,8 @@ class LanguageModel(abc.ABC):
 
 
 # Subclasses are pytrees, so the model itself is a jit argument (weights are not constants).
-_initial_jit = jax.jit(lambda lm, prompt, capacity: lm._initial(prompt, capacity), static_argnums=2)
+_initial_jit = jax.jit(lambda lm, prompt, length, capacity: lm._initial(prompt, length, capacity),
+                       static_argnums=3)
 _advance_jit = jax.jit(lambda lm, state, tokens, mask: lm._advance(state, tokens, mask))
 
 

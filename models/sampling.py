@@ -118,8 +118,9 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key: jax.
     prompt_length = int(state.prompt_length[0])
     tokens, count, finished, logp = generate(lm, state, key, max_new_tokens, processing, min_new_tokens)
     tokens, count, finished, logp = jax.device_get((tokens, count, finished, logp))
-    texts = [lm.tokenizer.decode(t[:k]) for t, k in zip(tokens, count)]
-    prompt = lm.tokenizer.decode(list(prompt_ids)[:prompt_length]) if lm.tokenizer is not None else None
+    decode = lm.tokenizer.decode if lm.tokenizer is not None else lambda ids: " ".join(map(str, ids))
+    texts = [decode(t[:k]) for t, k in zip(tokens, count)]
+    prompt = decode(list(prompt_ids)[:prompt_length])
     return Samples(np.asarray(tokens), np.asarray(count), np.asarray(finished), np.asarray(logp), texts, prompt)
 
 

@@ -86,10 +86,10 @@ class TabularLM(LanguageModel):
         return int(self._offset(depth) + local)
 
     # ---- LanguageModel primitives -------------------------------------------------------
-    def _initial(self, prompt, capacity):
+    def _initial(self, prompt, prompt_length, capacity):
         # like a KV cache, the cache is positional: the prefix code and depth after each
         # position, so truncation rewinds it. Prompt positions hold depth -1 (the empty prefix).
-        in_prompt = jnp.arange(capacity) < prompt.shape[0]
+        in_prompt = jnp.arange(capacity) < prompt_length
         cache = {"code": jnp.zeros((1, capacity), jnp.int32),
                  "depth": jnp.where(in_prompt, -1, 0).astype(jnp.int32)[None]}
         return self.table[0], cache

@@ -60,11 +60,11 @@ class TransformerLM(LanguageModel):
         """The NNX module (a fresh view over the current weights)."""
         return nnx.merge(self.graphdef, self.params)
 
-    def _initial(self, prompt, capacity):
+    def _initial(self, prompt, prompt_length, capacity):
         cache = init_cache(self.config, 1, capacity, self.dtype)
         positions = jnp.arange(prompt.shape[0], dtype=jnp.int32)[None]
-        logits, cache = self.module(prompt[None], positions, cache)
-        return logits[0, -1], cache
+        logits, cache = self.module(prompt[None], positions, cache)  # padding writes junk past the prompt
+        return logits[0, prompt_length - 1], cache
 
     def _forward(self, cache, tokens, positions, mask):
         # masked tokens write junk past a row's length; causal masking never reads it
