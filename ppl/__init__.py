@@ -12,3 +12,13 @@ __all__ = [
     "BannedTokens", "MaxLength", "MinLength", "Potential", "Power", "Product", "Program",
     "ProgramState", "TokenMask",
 ]
+
+# sequence-level scorers, twists, and effect-handler programs
+from .handlers import (EffectProgram, HandlerPotential, NextToken, StepContext, condition, factor,
+                       observe, sample)
+from .scorers import HostScorer, SequenceScorer, StepVerifier, Twist
+
+__all__ += [
+    "EffectProgram", "HandlerPotential", "HostScorer", "NextToken", "SequenceScorer", "StepContext",
+    "StepVerifier", "Twist", "condition", "factor", "observe", "sample",
+]

@@ -1,0 +1,276 @@
+"""One config-driven Flax NNX decoder for GPT-2, Llama, Mistral, Qwen2, Qwen3 and Phi-3.
+
+The module tree is canonical (separate q/k/v projections, separate gate/up projections);
+``checkpoint.py`` maps it to and from each architecture's Hugging Face tensor names (fusing
+or splitting Phi-3's ``qkv_proj``/``gate_up_proj`` and GPT-2's ``c_attn``).
+
+Call: ``logits, cache = decoder(tokens, positions, cache)`` with ``tokens``/``positions`` int32
+``[B, L]``. With a cache, the new keys/values are first scattered at ``positions`` (positions
+at or past the capacity are dropped), then a query at position ``p`` attends to cache slots
+``<= p`` (and ``> p - window`` for sliding-window layers). Without a cache, the L tokens attend
+to each other under the same position rule (plain causal attention for increasing positions).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .config import ArchConfig, rope_inv_freq
+
+_NEG = -1e30  # finite "minus infinity": a fully masked row gives a uniform softmax, never NaN
+
+
+def _init(rngs: nnx.Rngs, shape, dtype, std=0.02):
+    return (jax.random.normal(rngs.params(), shape, jnp.float32) * std).astype(dtype)
+
+
+class Linear(nnx.Module):
+    """y = x @ kernel (+ bias); kernel stored [in, out]."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool, *, rngs: nnx.Rngs, dtype):
+        self.kernel = nnx.Param(_init(rngs, (d_in, d_out), dtype))
+        self.bias = nnx.Param(jnp.zeros((d_out,), dtype)) if bias else None
+
+    def __call__(self, x):
+        kernel = self.kernel[...]
+        y = jnp.dot(x.astype(kernel.dtype), kernel)
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y
+
+
+class Embed(nnx.Module):
+    def __init__(self, num: int, dim: int, *, rngs: nnx.Rngs, dtype):
+        self.embedding = nnx.Param(_init(rngs, (num, dim), dtype))
+
+    def __call__(self, ids):
+        return jnp.take(self.embedding[...], ids, axis=0, mode="clip")
+
+
+class RMSNorm(nnx.Module):
+    """Computed in float32, cast back to the input dtype, then scaled (as transformers does)."""
+
+    def __init__(self, dim: int, eps: float, *, dtype):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...] * x32.astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, *, dtype):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return y.astype(x.dtype)
+
+
+def _norm(config: ArchConfig, dim: int, dtype):
+    if config.norm == "rms":
+        return RMSNorm(dim, config.norm_eps, dtype=dtype)
+    return LayerNorm(dim, config.norm_eps, dtype=dtype)
+
+
+def _activation(name: str):
+    if name == "silu":
+        return jax.nn.silu
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "gelu_tanh":
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name == "relu":
+        return jax.nn.relu
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _rotate(x, cos, sin):
+    """Rotate-half rope on the leading ``rotary_dim`` features of x [B, L, H, Dh]."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    half = rot // 2
+    rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+    out = x_rot * cos + rotated * sin
+    if x_pass.shape[-1]:
+        out = jnp.concatenate([out, x_pass], axis=-1)
+    return out
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: ArchConfig, layer_idx: int, *, rngs: nnx.Rngs, dtype):
+        c = config
+        self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_dim, c.qkv_bias, rngs=rngs, dtype=dtype)
+        self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, c.qkv_bias, rngs=rngs, dtype=dtype)
+        self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_dim, c.qkv_bias, rngs=rngs, dtype=dtype)
+        self.o_proj = Linear(c.num_heads * c.head_dim, c.hidden_size, c.o_bias, rngs=rngs, dtype=dtype)
+        if c.qk_norm:
+            self.q_norm = RMSNorm(c.head_dim, c.norm_eps, dtype=dtype)
+            self.k_norm = RMSNorm(c.head_dim, c.norm_eps, dtype=dtype)
+        else:
+            self.q_norm = self.k_norm = None
+        scale = c.attn_scale if c.attn_scale is not None else c.head_dim ** -0.5
+        if c.scale_attn_by_inverse_layer_idx:
+            scale = scale / float(layer_idx + 1)
+        self.scale = float(scale)
+        self.window = c.layer_windows[layer_idx]
+
+    def __call__(self, x, positions, rope, layer_cache):
+        B, L, _ = x.shape
+        H, K, D = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).reshape(B, L, H, D)
+        k = self.k_proj(x).reshape(B, L, K, D)
+        v = self.v_proj(x).reshape(B, L, K, D)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            cos, sin = rope
+            q, k = _rotate(q, cos, sin).astype(x.dtype), _rotate(k, cos, sin).astype(x.dtype)
+
+        if layer_cache is None:
+            keys, values, key_pos = k, v, positions                      # [B, S=L]
+            new_cache = None
+        else:
+            rows = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, L))
+            keys = layer_cache["k"].at[rows, positions].set(k.astype(layer_cache["k"].dtype), mode="drop")
+            values = layer_cache["v"].at[rows, positions].set(v.astype(layer_cache["v"].dtype), mode="drop")
+            new_cache = {"k": keys, "v": values}
+            key_pos = jnp.arange(keys.shape[1], dtype=jnp.int32)[None, :]  # [1, S=capacity]
+
+        qpos = positions[:, :, None]                                     # [B, L, 1]
+        kpos = key_pos[:, None, :]                                       # [B|1, 1, S]
+        mask = kpos <= qpos
+        if self.window is not None:
+            mask = mask & (kpos > qpos - self.window)
+
+        G = H // K
+        qg = q.reshape(B, L, K, G, D)
+        keys = keys.astype(q.dtype)
+        scores = jnp.einsum("blkgd,bskd->bkgls", qg, keys, preferred_element_type=jnp.float32) * self.scale
+        scores = jnp.where(mask[:, None, None, :, :], scores, _NEG)
+        probs = jax.nn.softmax(scores, axis=-1)
+        out = jnp.einsum("bkgls,bskd->blkgd", probs.astype(x.dtype), values.astype(x.dtype),
+                         preferred_element_type=jnp.float32).astype(x.dtype)
+        return self.o_proj(out.reshape(B, L, H * D)), new_cache
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: ArchConfig, *, rngs: nnx.Rngs, dtype):
+        c = config
+        self.gated = c.gated_mlp
+        if c.gated_mlp:
+            self.gate_proj = Linear(c.hidden_size, c.intermediate_size, c.mlp_bias, rngs=rngs, dtype=dtype)
+        else:
+            self.gate_proj = None
+        self.up_proj = Linear(c.hidden_size, c.intermediate_size, c.mlp_bias, rngs=rngs, dtype=dtype)
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, c.mlp_bias, rngs=rngs, dtype=dtype)
+        self.act = _activation(c.activation)
+
+    def __call__(self, x):
+        if self.gated:
+            h = self.act(self.gate_proj(x)) * self.up_proj(x)
+        else:
+            h = self.act(self.up_proj(x))
+        return self.down_proj(h)
+
+
+class Block(nnx.Module):
+    def __init__(self, config: ArchConfig, layer_idx: int, *, rngs: nnx.Rngs, dtype):
+        self.attn_norm = _norm(config, config.hidden_size, dtype)
+        self.attn = Attention(config, layer_idx, rngs=rngs, dtype=dtype)
+        self.mlp_norm = _norm(config, config.hidden_size, dtype)
+        self.mlp = MLP(config, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x, positions, rope, layer_cache):
+        h, new_cache = self.attn(self.attn_norm(x), positions, rope, layer_cache)
+        x = x + h
+        x = x + self.mlp(self.mlp_norm(x))
+        return x, new_cache
+
+
+class Decoder(nnx.Module):
+    """Decoder-only transformer; ``__call__(tokens, positions, cache) -> (logits f32, cache)``."""
+
+    def __init__(self, config: ArchConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        self.embed = Embed(config.vocab_size, config.hidden_size, rngs=rngs, dtype=dtype)
+        if config.position_embedding == "learned":
+            self.pos_embed = Embed(config.max_position_embeddings, config.hidden_size, rngs=rngs, dtype=dtype)
+        else:
+            self.pos_embed = None
+        self.layers = nnx.List([Block(config, i, rngs=rngs, dtype=dtype) for i in range(config.num_layers)])
+        self.final_norm = _norm(config, config.hidden_size, dtype)
+        if config.tie_word_embeddings:
+            self.lm_head = None
+        else:
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, False, rngs=rngs, dtype=dtype)
+
+    def _rope(self, positions, dtype):
+        if self.config.position_embedding != "rope":
+            return None
+        inv_freq, scaling = rope_inv_freq(self.config)
+        freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, L, rot/2]
+        emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]            # [B, L, 1, rot]
+        cos, sin = jnp.cos(emb), jnp.sin(emb)
+        if scaling != 1.0:
+            cos, sin = cos * scaling, sin * scaling
+        return cos.astype(dtype), sin.astype(dtype)
+
+    def __call__(self, tokens, positions, cache=None):
+        tokens = jnp.asarray(tokens, jnp.int32)
+        positions = jnp.asarray(positions, jnp.int32)
+        if tokens.ndim != 2 or positions.shape != tokens.shape:
+            raise ValueError(f"tokens and positions must both be [batch, length]; got {tokens.shape} and {positions.shape}")
+        x = self.embed(tokens)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions)
+        rope = self._rope(positions, x.dtype)
+        new_layers = []
+        for i, layer in enumerate(self.layers):
+            layer_cache = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
+            x, nc = layer(x, positions, rope, layer_cache)
+            new_layers.append(nc)
+        x = self.final_norm(x)
+        if self.lm_head is None:
+            emb = self.embed.embedding[...]
+            logits = jnp.einsum("bld,vd->blv", x, emb, preferred_element_type=jnp.float32)
+        else:
+            kernel = self.lm_head.kernel[...]
+            logits = jnp.einsum("bld,dv->blv", x, kernel, preferred_element_type=jnp.float32)
+        if cache is None:
+            return logits.astype(jnp.float32), None
+        new_cache = {"k": tuple(c["k"] for c in new_layers), "v": tuple(c["v"] for c in new_layers)}
+        return logits.astype(jnp.float32), new_cache
+
+
+def build_decoder(config: ArchConfig, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> Decoder:
+    """A randomly initialised decoder (normal(0, 0.02) weights, unit norms) with params in ``dtype``."""
+    if rngs is None:
+        rngs = nnx.Rngs(0)
+    return Decoder(config, rngs=rngs, dtype=dtype)
+
+
+def init_cache(config: ArchConfig, batch: int, capacity: int, dtype=jnp.float32) -> dict:
+    """An empty KV cache: ``{"k": (layer arrays), "v": (...)}``, each ``[batch, capacity, n_kv_heads, head_dim]``."""
+    shape = (int(batch), int(capacity), config.num_kv_heads, config.head_dim)
+    zeros = lambda: jnp.zeros(shape, dtype)  # noqa: E731
+    return {"k": tuple(zeros() for _ in range(config.num_layers)),
+            "v": tuple(zeros() for _ in range(config.num_layers))}
+
+
+def cache_bytes(config: ArchConfig, batch: int, capacity: int, dtype=jnp.float32) -> int:
+    """Size of ``init_cache(config, batch, capacity, dtype)`` in bytes."""
+    return 2 * config.num_layers * batch * capacity * config.num_kv_heads * config.head_dim * np.dtype(dtype).itemsize
