@@ -1,1 +1,19 @@
-"""inference."""
+"""Inference kernels over :class:`ppl.Program`: sequential Monte Carlo and its variants.
+
+>>> import jax, models, ppl, inference
+>>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
+>>> program = ppl.Program(lm, [1], max_new_tokens=3, potential=ppl.BannedTokens([2]))
+>>> result = inference.smc(program, 32, jax.random.key(1))
+>>> result.weights.shape
+(32,)
+"""
+
+from .particle_filter import reward_particle_filter
+from .resampling import RESAMPLERS, ess, log_mean_exp, multinomial, residual, stratified, systematic
+from .results import SMCResult
+from .sequential_mc import SMCState, init, smc, step
+
+__all__ = [
+    "RESAMPLERS", "SMCResult", "SMCState", "ess", "init", "log_mean_exp", "multinomial",
+    "residual", "reward_particle_filter", "smc", "step", "stratified", "systematic",
+]

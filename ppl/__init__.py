@@ -16,9 +16,9 @@ __all__ = [
 # sequence-level scorers, twists, and effect-handler programs
 from .handlers import (EffectProgram, HandlerPotential, NextToken, StepContext, condition, factor,
                        observe, sample)
-from .scorers import HostScorer, SequenceScorer, StepVerifier, Twist
+from .scorers import HostScorer, SequenceScorer, StepReward, StepVerifier, Twist
 
 __all__ += [
     "EffectProgram", "HandlerPotential", "HostScorer", "NextToken", "SequenceScorer", "StepContext",
-    "StepVerifier", "Twist", "condition", "factor", "observe", "sample",
+    "StepReward", "StepVerifier", "Twist", "condition", "factor", "observe", "sample",
 ]

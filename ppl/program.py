@@ -169,10 +169,17 @@ class Program:
         else:
             logw = target[rows, token] - logq[rows, token]
         logw = jnp.where(alive, logw, -jnp.inf)
+        log_p_token = jnp.where(alive, logp[jnp.arange(token.shape[0]), token], 0.0)
+        return self.append(state, token, logw, log_p_token, moving)
 
+    def append(self, state: ProgramState, token, logw, log_p_token, moving):
+        """Append a chosen ``token`` [n] to the ``moving`` particles and finish the bookkeeping
+        of a transition whose proposal weight is ``logw`` [n] (the cap increment is added;
+        a -inf weight kills the particle). Returns (state, log G [n], token)."""
         lm_state = self.lm.extend(state.lm, token, active=moving)
         pstate = self.potential.update(state.potential, lm_state, token)
         pstate = _where_rows(moving, pstate, state.potential)
+        alive = jnp.isfinite(logw)
         is_eos = moving & (token == self.lm.eos_id) & alive
         at_cap = moving & ~is_eos & (lm_state.num_generated >= self.max_new_tokens)
         logw = logw + jnp.where(at_cap, self.potential.logw_cap(pstate, lm_state), 0.0)
@@ -182,7 +189,7 @@ class Program:
             potential=pstate,
             done=state.done | (moving & (is_eos | at_cap | ~jnp.isfinite(logw))),
             eos=state.eos | is_eos,
-            log_p=state.log_p + jnp.where(moving & alive, logp[rows, token], 0.0),
+            log_p=state.log_p + jnp.where(moving & alive, log_p_token, 0.0),
         )
         return new, logw, token
 

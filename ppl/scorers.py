@@ -37,7 +37,7 @@ from models.interface import InputError
 
 from .potential import Potential
 
-__all__ = ["SequenceScorer", "HostScorer", "StepVerifier", "Twist"]
+__all__ = ["SequenceScorer", "HostScorer", "StepVerifier", "StepReward", "Twist"]
 
 
 def _increment(new: jax.Array, old: jax.Array) -> jax.Array:
@@ -62,11 +62,15 @@ class _BoundaryScorer(Potential):
         """log f [n] of each particle's current sequence (only ``rows`` [n] are used)."""
         raise NotImplementedError
 
+    #: True: every boundary adds the full log f (phi is the product over steps)
+    cumulative = False
+
     def logw_boundary(self, pstate, lm_state, at_boundary, final):
         at_boundary = jnp.asarray(at_boundary, bool)
         rows = at_boundary if self.every_step else at_boundary & jnp.asarray(final, bool)
         value = jnp.asarray(self._evaluate(lm_state, rows), jnp.float32)
-        inc = jnp.where(rows, _increment(value, pstate), 0.0)
+        inc = value if self.cumulative else _increment(value, pstate)
+        inc = jnp.where(rows, inc, 0.0)
         return jnp.where(rows, value, pstate), inc
 
 
@@ -244,6 +248,45 @@ class StepVerifier(HostScorer):
             raise InputError(f"{self._who()} returned {value!r} ({type(value).__name__}) for text "
                              f"{text!r}: a step verifier must return True (valid) or False")
         return 0.0 if value else -math.inf
+
+
+class StepReward(HostScorer):
+    """A process reward model as a potential: ``fn(texts) -> r`` in [0, 1] for partial solutions.
+
+    Scored at every step boundary (a program with a ``step_delimiter``) and at the end, with
+    weight ``beta * log r``. Two exact targets (ALGORITHMS.md, step-level particle filtering):
+
+    * ``target="product"``: pi(x) ∝ p(x) * prod_k r(x_<=k)^beta over the steps k of x
+      (each step's reward is a likelihood, the state-space model of Puri et al. 2025);
+    * ``target="final"``: pi(x) ∝ p(x) * r(x)^beta; rewards of partial solutions act as a
+      twist (their ratios telescope), guiding resampling without changing the target.
+
+    r = 0 rules a prefix out. ``fn`` is batched (list of texts -> list of floats) unless
+    ``batched=False``.
+    """
+
+    def __init__(self, fn, tokenizer, target: str = "product", beta: float = 1.0,
+                 batched: bool = True, include_prompt: bool = False):
+        if target not in ("product", "final"):
+            raise InputError(f"target must be 'product' or 'final', got {target!r}")
+        if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not beta > 0:
+            raise InputError(f"beta must be a positive number, got {beta!r}")
+        super().__init__(fn, tokenizer, every_step=True, batched=batched, include_prompt=include_prompt)
+        self.target, self.beta = target, float(beta)
+        self.cumulative = target == "product"
+
+    def _convert(self, value, text) -> float:
+        if isinstance(value, np.ndarray) and value.shape == ():
+            value = value[()]
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+                or not 0.0 <= float(value) <= 1.0:
+            raise InputError(f"{self._who()} returned {value!r} for text {text!r}: a reward must be a "
+                             "number in [0, 1]")
+        value = float(value)
+        return -math.inf if value == 0.0 else self.beta * math.log(value)
+
+    def __repr__(self) -> str:
+        return f"StepReward({_name(self.fn)}, target={self.target!r}, beta={self.beta:g})"
 
 
 class Twist(Potential):
