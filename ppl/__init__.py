@@ -22,3 +22,10 @@ __all__ += [
     "EffectProgram", "HandlerPotential", "HostScorer", "NextToken", "SequenceScorer", "StepContext",
     "StepReward", "StepVerifier", "Twist", "condition", "factor", "observe", "sample",
 ]
+
+# regular expressions and string constraints compiled to token tables
+from .regex import ByteDFA, DFAPotential, Regex, TokenDFA, compile_regex
+from .strings import BannedStrings, StopStrings, substring_dfa
+
+__all__ += ["BannedStrings", "ByteDFA", "DFAPotential", "Regex", "StopStrings", "TokenDFA", "compile_regex",
+            "substring_dfa"]

@@ -412,6 +412,7 @@ class HandlerPotential(Potential):
         return f"HandlerPotential({name}{', finish' if self.finish is not None else ''})"
 
 
+@jax.tree_util.register_pytree_node_class
 class EffectProgram(Program):
     """A :class:`ppl.Program` whose potential is a step function (a :class:`HandlerPotential`).
 

@@ -388,7 +388,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "models" / "bundled"), help="checkpoint directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=192, help="tokens per training row (inputs)")
     p.add_argument("--lr", type=float, default=3e-3)

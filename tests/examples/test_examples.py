@@ -1,0 +1,59 @@
+"""Every example runs end to end on a tiny random checkpoint and its own check holds."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.checkpoints import save_llama
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama")
+    save_llama(path, max_position_embeddings=512)  # room for the arithmetic prompts
+    return str(path)
+
+
+def test_avoid_letter(model, capsys):
+    out = load("avoid_letter").main(["--model", model, "--n", "4", "--max-new-tokens", "12"])
+    assert out["check"] and len(out["texts"]) == 4
+    assert all("e" not in t and "E" not in t for t in out["texts"])
+    assert "check (no text contains E or e): ok" in capsys.readouterr().out
+
+
+def test_regex_answer(model):
+    # a random model writes long numbers: a shorter format than the default fits the token budget
+    pattern = r"( \d [-+*] \d = \d{1,2}\.){1,2} The answer is \d{1,2}\."
+    out = load("regex_answer").main(["--model", model, "--n", "8", "--max-new-tokens", "40",
+                                     "--pattern", pattern])
+    assert out["check"] and out["live"], "some particle should finish the format within 40 tokens"
+    assert all(re.fullmatch(pattern, t) for t in out["live"])
+    assert out["answer"] is not None
+
+
+def test_keyword_sentence(model):
+    out = load("keyword_sentence").main(["--model", model, "--n", "8", "--max-new-tokens", "12",
+                                         "--bonus", "8"])
+    assert out["check"] and out["n"] == 8
+    assert out["satisfied"] >= out["live"] > 0  # the twist finds the keywords even on a random model
+    assert out["best"] is not None and all(k in out["best"] for k in out["keywords"])
+
+
+def test_arithmetic_verifier(model):
+    out = load("arithmetic_verifier").main(["--model", model, "--problems", "2", "--n", "4",
+                                            "--max-new-tokens", "16"])
+    assert out["check"] and out["problems"] == 2 and len(out["rows"]) == 2
+    for name in ("smc_weighted_vote_accuracy", "smc_accuracy", "sampling_accuracy",
+                 "sampling_majority_vote_accuracy"):
+        assert 0.0 <= out[name] <= 1.0
