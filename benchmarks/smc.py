@@ -4,7 +4,7 @@ against LLaMPPL's SMC on the same checkpoint and the same constrained task.
     python benchmarks/smc.py                          # bundled model, N in 16 64, 64 tokens
     python benchmarks/smc.py --model DIR --n 16 --tokens 32 --repeats 5
     python benchmarks/smc.py --skip-llamppl
-    python benchmarks/smc.py --part accuracy          # (c) arithmetic accuracy at equal budget
+    python benchmarks/smc.py --part accuracy --n 16   # (c) arithmetic accuracy at equal budget
 
 Task: continue ``<BOS>S:`` by exactly ``--tokens`` new tokens (EOS forbidden until then, so
 every method does the same number of token steps per particle), N particles / samples.
@@ -187,8 +187,10 @@ def accuracy(lm, problems, n, max_new_tokens, seed):
 def main_accuracy(args, lm):
     from tasks import arithmetic
 
-    problems = arithmetic.eval_problems(args.problems)
-    print(f"{len(problems)} held-out arithmetic problems, N = {args.n[0]} generations of at most "
+    problems = arithmetic.eval_problems(args.problems if not args.ops else 1000)
+    if args.ops:  # only the held-out problems with this many operations (the hard ones: 4)
+        problems = [pb for pb in problems if pb.solution.count("=") == args.ops][: args.problems]
+    print(f"{len(problems)} held-out arithmetic problems ({args.ops or 'any number of'} operations), N = {args.n[0]} generations of at most "
           f"{args.max_new_tokens} tokens per problem, seed {args.seed}\n")
     print("| method | accuracy | tokens generated per problem |")
     print("|---|---:|---:|")
@@ -206,6 +208,7 @@ def main(argv=None):
     p.add_argument("--part", choices=["speed", "accuracy"], default="speed")
     p.add_argument("--problems", type=int, default=64, help="accuracy: held-out problems")
     p.add_argument("--max-new-tokens", type=int, default=96, help="accuracy: cap per generation")
+    p.add_argument("--ops", type=int, default=4, help="accuracy: problems with this many operations (0: any)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
