@@ -12,8 +12,12 @@ from .particle_filter import reward_particle_filter
 from .resampling import RESAMPLERS, ess, log_mean_exp, multinomial, residual, stratified, systematic
 from .results import SMCResult
 from .sequential_mc import SMCState, init, smc, step
+from .mcmc import MHConfig, MHState, PowerSamples, RewardTilt, power_mcmc
+from .power import MHMove, PowerProgram, power_rollout, power_smc
 
 __all__ = [
     "RESAMPLERS", "SMCResult", "SMCState", "ess", "init", "log_mean_exp", "multinomial",
     "residual", "reward_particle_filter", "smc", "step", "stratified", "systematic",
+    "MHConfig", "MHMove", "MHState", "PowerProgram", "PowerSamples", "RewardTilt", "power_mcmc",
+    "power_rollout", "power_smc",
 ]

@@ -73,8 +73,12 @@ def init(program: Program, n: int) -> SMCState:
 
 
 def step(key, state: SMCState, program: Program, resampler: str = "systematic",
-         ess_threshold: float = 0.5, selection: str = "resample") -> SMCState:
-    """One SMC step: resample if the ESS is low, then move and reweight every live particle."""
+         ess_threshold: float = 0.5, selection: str = "resample", move=None) -> SMCState:
+    """One SMC step: resample if the ESS is low, then move and reweight every live particle.
+
+    move: optional rejuvenation ``move(key, program, particles) -> particles`` (e.g. an
+    ``inference.MHMove``) applied right after each resampling (resample-move SMC); it must
+    leave the current intermediate target invariant, which keeps log Z_hat unbiased."""
     n = state.logw.shape[0]
     key_resample, key_move = jax.random.split(key)
     if selection == "without_replacement":
@@ -90,6 +94,9 @@ def step(key, state: SMCState, program: Program, resampler: str = "systematic",
             return particles, jnp.full_like(logw, log_mean_exp(logw))
 
         particles, logw = jax.lax.cond(resampled, resample, lambda args: args, (state.particles, state.logw))
+        if move is not None:
+            key_mh = jax.random.fold_in(key_resample, 1)
+            particles = jax.lax.cond(resampled, lambda p: move(key_mh, program, p), lambda p: p, particles)
         particles, inc = program.step(key_move, particles)
         logw = logw + inc
     logw = jnp.where(jnp.isnan(logw), -jnp.inf, logw)  # defensive: NaN never propagates
@@ -180,7 +187,7 @@ def select_without_replacement(key, logw, n: int):
     return chosen, jnp.where(alive, new_logw, -jnp.inf)
 
 
-def _sweep_impl(program: Program, state: SMCState, key, resampler, ess_threshold, selection):
+def _sweep_impl(program: Program, state: SMCState, key, resampler, ess_threshold, selection, move=None):
     TRACE_COUNTS["smc"] += 1
     max_steps = state.ess.shape[0]
 
@@ -192,24 +199,25 @@ def _sweep_impl(program: Program, state: SMCState, key, resampler, ess_threshold
     def body(carry):
         state, key = carry
         key, sub = jax.random.split(key)
-        return step(sub, state, program, resampler, ess_threshold, selection), key
+        return step(sub, state, program, resampler, ess_threshold, selection, move), key
 
     state, _ = jax.lax.while_loop(cond, body, (state, key))
     return state
 
 
-_sweep = jax.jit(_sweep_impl, static_argnums=(3, 4, 5))
+_sweep = jax.jit(_sweep_impl, static_argnums=(3, 4, 5, 6))
 
 
 def smc(program: Program, n: int, key=0, *, resampler: str = "systematic",
-        ess_threshold: float = 0.5, selection: str = "resample") -> SMCResult:
+        ess_threshold: float = 0.5, selection: str = "resample", move=None) -> SMCResult:
     """Run SMC on ``program`` with ``n`` particles until every particle has finished.
 
     resampler: ``"multinomial"``, ``"stratified"``, ``"systematic"`` or ``"residual"``.
     ess_threshold: resample when ESS < ess_threshold * n (0: never; 1: at every step with
     unequal weights). selection: ``"resample"`` (standard SMC) or ``"without_replacement"``
     (SMC-steer; token-level programs only). The proposal (bootstrap, locally optimal, custom)
-    and any twist are part of ``program``. key: a PRNG key or an int seed.
+    and any twist are part of ``program``. key: a PRNG key or an int seed. move: optional
+    rejuvenation move after each resampling (resample-move), e.g. ``inference.MHMove()``.
 
     Compiled once per program configuration, n and options; prompts of the same padded
     length share the compiled sweep.
@@ -237,7 +245,14 @@ def smc(program: Program, n: int, key=0, *, resampler: str = "systematic",
     key = jax.random.key(key) if isinstance(key, (int, np.integer)) else key
     state = init(program, n)
     # the prompt lives in the state; keep it out of the compiled program's static config
-    state = _sweep(program.replace(prompt_ids=(0,)), state, key, resampler, float(ess_threshold), selection)
+    if move is not None:
+        if selection != "resample":
+            raise InputError("a rejuvenation move runs after resampling: use selection='resample'")
+        if not callable(move):
+            raise InputError("move must be a function (key, program, particles) -> particles, e.g. inference.MHMove()")
+        if hasattr(move, "check"):
+            move.check(program)
+    state = _sweep(program.replace(prompt_ids=(0,)), state, key, resampler, float(ess_threshold), selection, move)
     return SMCResult.from_state(program, state, method=_describe(resampler, ess_threshold, selection))
 
 
