@@ -12,6 +12,7 @@
     genppl --method power-mh --n 4           # MH power sampling of p^alpha (alpha 4 by default)
     genppl --method power-smc --n 16         # Power-SMC; --rejuvenate 1 adds MH moves
     genppl --method power-rollout --n 4 --horizon 16   # rollout estimates of the future
+    genppl --method smc-guided --task sentences --keywords dog ball park --n 16   # HMM x DFA guide
 
 Methods register in ``METHODS``; each takes (lm, prompt ids, args, key) and returns
 ``models.Samples`` (plain sampling) or an ``inference.SMCResult`` (weighted particles).
@@ -28,6 +29,7 @@ import argparse
 import collections
 import json
 import math
+import os
 import sys
 import time
 
@@ -59,8 +61,19 @@ def run_smc(lm, prompt_ids, args, key):
     import inference
 
     program = _program(lm, prompt_ids, args, args.potential, args.step_delimiter)
+    if getattr(args, "learned", None):
+        program = learned_program(lm, program, args)
     return inference.smc(program, args.n, key, resampler=args.resampler,
                          ess_threshold=args.ess_threshold)
+
+
+def learned_program(lm, program, args):
+    """``program`` with the LoRA proposal of a training checkpoint (``--learned PATH``)."""
+    from inference import variational as vi
+    from inference.variational_train import load_guide_params
+
+    guide = vi.Guide(proposal=models.LoRA(lm, rank=args.learned_rank))
+    return guide.program(load_guide_params(args.learned, guide), program)
 
 
 def run_smc_steer(lm, prompt_ids, args, key):
@@ -117,6 +130,60 @@ def run_power_rollout(lm, prompt_ids, args, key):
 
 
 METHODS.update({"power-mh": run_power_mh, "power-smc": run_power_smc, "power-rollout": run_power_rollout})
+
+
+def guided_potential(lm, prompt_ids, args):
+    """The HMM x DFA guide of ``--method smc-guided`` (circuits.HMMGuide): an HMM loaded from
+    ``--hmm`` or distilled from the LM's continuations of the prompt (once per prompt), and
+    the DFA of ``--keywords`` (and ``--regex``); ``--ban`` strings are an extra factor."""
+    import circuits
+    import ppl
+
+    cache = args.__dict__.setdefault("_guides", {})
+    key = tuple(prompt_ids)
+    if key not in cache:
+        if args.hmm is not None:
+            hmm = circuits.HMM.load(args.hmm)
+        else:
+            hmm, _ = circuits.distill_hmm(lm, prompt_ids, args.hmm_states, num_samples=args.hmm_samples,
+                                          max_new_tokens=args.max_new_tokens, key=jax.random.key(args.seed),
+                                          em_epochs=args.hmm_epochs)
+        tdfa = circuits.constraint_dfa(lm, keywords=args.keywords or (), regex=args.regex)
+        potential = circuits.HMMGuide(hmm, tdfa, args.max_new_tokens)
+        if args.ban:
+            potential = potential * ppl.BannedStrings(list(args.ban), lm)
+        cache[key] = potential
+    return cache[key]
+
+
+def run_smc_guided(lm, prompt_ids, args, key):
+    import inference
+    import ppl
+
+    program = ppl.Program(lm, prompt_ids, args.max_new_tokens, potential=guided_potential(lm, prompt_ids, args),
+                          alpha=args.alpha, proposal=args.proposal)
+    result = inference.smc(program, args.n, key, resampler=args.resampler, ess_threshold=args.ess_threshold)
+    result.method = f"SMC with the HMM x DFA guide ({result.method})"
+    return result
+
+
+METHODS["smc-guided"] = run_smc_guided
+
+
+def check_guided_args(args) -> None:
+    """Checks of ``--method smc-guided`` and its options."""
+    if args.method != "smc-guided":
+        if getattr(args, "keywords", None) or getattr(args, "hmm", None) is not None:
+            raise InputError(f"--keywords and --hmm apply to --method smc-guided, not --method {args.method}")
+        return
+    if not args.keywords and args.regex is None:
+        raise InputError("--method smc-guided needs a constraint: give --keywords WORD ... (or --regex)")
+    for name in ("hmm_states", "hmm_samples", "hmm_epochs"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.hmm is not None and not os.path.exists(args.hmm):
+        raise InputError(f"--hmm {args.hmm}: no such file; save one with circuits.HMM.save "
+                         "(or examples/keyword_guided.py --save-hmm PATH)")
 
 
 def check_power_args(args) -> None:
@@ -202,6 +269,19 @@ def parse_args(argv=None):
     power.add_argument("--rollout-top-k", type=int, default=4, help="power-rollout: candidate tokens K")
     power.add_argument("--horizon", type=int, default=None, help="power-rollout: rollout length (default: to the end)")
     power.add_argument("--no-jackknife", action="store_true", help="power-rollout: plain (biased) zeta estimate")
+    learned = p.add_argument_group("learned proposal (smc; train one with examples/learned_proposal.py --save PATH)")
+    learned.add_argument("--learned", default=None, metavar="PATH",
+                         help="smc: propose with the LoRA adapter of this training checkpoint (.npz)")
+    learned.add_argument("--learned-rank", type=int, default=4, help="the LoRA rank it was trained with")
+    guided = p.add_argument_group("HMM-guided SMC (smc-guided: an HMM distilled from the LM x a keyword DFA; "
+                                  "also takes --resampler, --ess-threshold, --regex, --ban)")
+    guided.add_argument("--keywords", nargs="+", default=None, metavar="WORD",
+                        help="smc-guided: every one of these words must appear (whole words, any order)")
+    guided.add_argument("--hmm", default=None, metavar="PATH", help="smc-guided: load this HMM (.npz) "
+                        "instead of distilling one")
+    guided.add_argument("--hmm-states", type=int, default=32, help="smc-guided: hidden states to distil")
+    guided.add_argument("--hmm-samples", type=int, default=2048, help="smc-guided: LM samples to distil from")
+    guided.add_argument("--hmm-epochs", type=int, default=5, help="smc-guided: EM epochs")
     args = p.parse_args(argv)
     try:
         check_args(args)
@@ -213,6 +293,15 @@ def parse_args(argv=None):
 def check_args(args) -> None:
     """Validate option combinations with messages that say what to change."""
     check_power_args(args)
+    check_guided_args(args)
+    if getattr(args, "learned", None) is not None:
+        if args.method != "smc":
+            raise InputError(f"--learned applies to --method smc, not --method {args.method}")
+        if not os.path.exists(args.learned):
+            raise InputError(f"--learned {args.learned}: no such checkpoint; train one with "
+                             "examples/learned_proposal.py --save PATH")
+        if args.learned_rank < 1:
+            raise InputError(f"--learned-rank must be a positive integer, got {args.learned_rank}")
     for name in ("problems", "n", "max_new_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -345,7 +434,11 @@ def jobs(args):
 
     def score(texts, result):
         ok = np.array([sentences.is_well_formed(t) for t in texts], float)
-        return {"well_formed": float(ok.mean() if result is None else np.dot(result.weights, ok))}
+        out = {"well_formed": float(ok.mean() if result is None else np.dot(result.weights, ok))}
+        if getattr(args, "keywords", None):  # smc-guided: the (weighted) share using every keyword
+            kw = np.array([sentences.satisfies_keywords(t, args.keywords) for t in texts], float)
+            out["keywords_satisfied"] = float(kw.mean() if result is None else np.dot(result.weights, kw))
+        return out
 
     return [(sentences.prompt_text(), score)] * args.problems
 
