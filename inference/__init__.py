@@ -21,3 +21,10 @@ __all__ = [
     "MHConfig", "MHMove", "MHState", "PowerProgram", "PowerSamples", "RewardTilt", "power_mcmc",
     "power_rollout", "power_smc",
 ]
+
+# variational inference: learned proposals and twists (inference.variational*)
+from . import variational, variational_objectives, variational_train
+from .variational import Guide
+from .variational_train import Trainer, TrainingError
+
+__all__ += ["Guide", "Trainer", "TrainingError", "variational", "variational_objectives", "variational_train"]

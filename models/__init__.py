@@ -10,6 +10,7 @@
 from pathlib import Path
 
 from .interface import InputError, LanguageModel, LMState
+from .lora import LoRA, GuidedLM, TabularAdapter, TabularTwist, TwistHead
 from .sampling import Processing, Samples, process_logits, sample
 from .tabular import TabularLM
 from .tokenizer import CharTokenizer, Tokenizer
@@ -33,3 +34,4 @@ __all__ = [
     "InputError", "LanguageModel", "LMState", "Processing", "Samples", "TabularLM", "Tokenizer",
     "CharTokenizer", "bundled_path", "load", "process_logits", "sample",
 ]
+__all__ += ["GuidedLM", "LoRA", "TabularAdapter", "TabularTwist", "TwistHead"]

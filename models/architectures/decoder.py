@@ -229,7 +229,7 @@ class Decoder(nnx.Module):
             cos, sin = cos * scaling, sin * scaling
         return cos.astype(dtype), sin.astype(dtype)
 
-    def __call__(self, tokens, positions, cache=None):
+    def __call__(self, tokens, positions, cache=None, return_hidden: bool = False):
         tokens = jnp.asarray(tokens, jnp.int32)
         positions = jnp.asarray(positions, jnp.int32)
         if tokens.ndim != 2 or positions.shape != tokens.shape:
@@ -244,15 +244,17 @@ class Decoder(nnx.Module):
             x, nc = layer(x, positions, rope, layer_cache)
             new_layers.append(nc)
         x = self.final_norm(x)
+        hidden = x  # [B, L, hidden_size]: returned only when asked (learned twist heads)
         if self.lm_head is None:
             emb = self.embed.embedding[...]
             logits = jnp.einsum("bld,vd->blv", x, emb, preferred_element_type=jnp.float32)
         else:
             kernel = self.lm_head.kernel[...]
             logits = jnp.einsum("bld,dv->blv", x, kernel, preferred_element_type=jnp.float32)
-        if cache is None:
-            return logits.astype(jnp.float32), None
-        new_cache = {"k": tuple(c["k"] for c in new_layers), "v": tuple(c["v"] for c in new_layers)}
+        new_cache = None if cache is None else \
+            {"k": tuple(c["k"] for c in new_layers), "v": tuple(c["v"] for c in new_layers)}
+        if return_hidden:
+            return logits.astype(jnp.float32), new_cache, hidden
         return logits.astype(jnp.float32), new_cache
 
 
