@@ -35,6 +35,7 @@ from flax import struct
 
 from models.interface import InputError, LanguageModel, LMState, check_positive_int
 from models.sampling import TRACE_COUNTS, Processing, Samples, process_logits
+from ppl.program import where_rows
 
 MOVES = ("suffix", "independent")
 
@@ -152,25 +153,10 @@ def _masked_sum(per_token, start, stop):
     return jnp.sum(jnp.where(inside, per_token, 0.0), axis=1)
 
 
-def generated_tokens(lm_state: LMState, width: int) -> jax.Array:
-    """[n, width] generated ids of each particle, 0 past its end."""
-    start = lm_state.prompt_length[0]
-    tokens = jax.lax.dynamic_slice_in_dim(lm_state.tokens, start, width, axis=1)
-    inside = jnp.arange(width)[None, :] < lm_state.num_generated[:, None]
-    return jnp.where(inside, tokens, 0)
-
-
-def _where_rows(mask, new, old):
-    def pick(a, b):
-        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree.map(pick, new, old)
-
-
 def _log_phi(config: MHConfig, lm_state: LMState, eos, width):
     if config.log_potential is None:
         return jnp.zeros(eos.shape, jnp.float32)
-    tokens = generated_tokens(lm_state, width)
+    tokens = lm_state.generated_ids(width)
     return jnp.asarray(config.log_potential(tokens, lm_state.num_generated, eos), jnp.float32)
 
 
@@ -245,7 +231,7 @@ def from_sequences(lm: LanguageModel, lm_state: LMState, eos, config: MHConfig, 
     log p and log q are recomputed by one teacher-forced pass from the prompt."""
     start = lm_state.prompt_length
     target_len = lm_state.num_generated
-    forced = generated_tokens(lm_state, width)
+    forced = lm_state.generated_ids(width)
     rewound = lm.truncate(lm_state, start)
     zeros = jnp.zeros(forced.shape, jnp.float32)
     new_lm, logp, logq, _, _ = _extend(lm, rewound, zeros, zeros, jnp.zeros_like(eos), jnp.ones_like(eos),
@@ -287,7 +273,7 @@ def step(key, state: MHState, lm: LanguageModel, config: MHConfig, cap) -> tuple
                            pick_new, pick_old, log_phi_new, state.log_phi)
     accept = jnp.log(jax.random.uniform(key_acc, length.shape)) < log_r
     proposed = MHState(lm_new, logp_new, logq_new, eos_new, log_phi_new, state.generated)
-    new = _where_rows(accept, proposed, state)
+    new = where_rows(accept, proposed, state)
     new = new.replace(generated=state.generated + count)
     return new, MHInfo(accepted=accept, log_ratio=log_r, position=m, proposed_tokens=count)
 
@@ -397,7 +383,7 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
 
 def _power_samples(lm, prompt_ids, state: MHState, config, accepted, log_target, method) -> PowerSamples:
     width = state.logp.shape[1]
-    tokens = generated_tokens(state.lm, width)
+    tokens = state.lm.generated_ids(width)
     count, eos, logp, gen, log_t = jax.device_get((
         state.num_tokens, state.eos, _masked_sum(state.logp, 0, state.num_tokens), state.generated,
         state.log_target(config.alpha)))

@@ -302,7 +302,7 @@ def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, ke
     state = lm.prefill(prompt_ids, n, max_new_tokens)
     lm_state, eos, logp, cost = _rollout(lm, state, key, float(alpha), int(top_k), int(rollouts), int(horizon),
                                          bool(jackknife), processing, int(max_new_tokens))
-    tokens = mcmc.generated_tokens(lm_state, max_new_tokens)
+    tokens = lm_state.generated_ids(max_new_tokens)
     tokens, count, eos, logp, cost = (np.asarray(a) for a in jax.device_get(
         (tokens, lm_state.num_generated, eos, logp, cost)))
     decode = lm.tokenizer.decode if lm.tokenizer is not None else (lambda ids: " ".join(map(str, ids)))

@@ -176,11 +176,7 @@ def init_state(program, n: int):
 
 def generated_tokens(program, state) -> jax.Array:
     """[n, max_new_tokens] generated ids, EOS-padded past each particle's end."""
-    lm = state.lm
-    L = program.max_new_tokens
-    idx = lm.prompt_length[:, None] + jnp.arange(L, dtype=jnp.int32)[None]
-    tok = jnp.take_along_axis(lm.tokens, jnp.minimum(idx, lm.capacity - 1), 1)
-    return jnp.where(idx < lm.length[:, None], tok, program.lm.eos_id).astype(jnp.int32)
+    return state.lm.generated_ids(program.max_new_tokens, pad=program.lm.eos_id)
 
 
 def rollout(program, key, n: int):

@@ -57,6 +57,12 @@ class LMState:
     def num_generated(self) -> jax.Array:
         return self.length - self.prompt_length
 
+    def generated_ids(self, width: int, pad: int = 0) -> jax.Array:
+        """[n, width] generated ids of each particle (traceable), ``pad`` past its end."""
+        idx = self.prompt_length[:, None] + jnp.arange(width, dtype=jnp.int32)[None]
+        tokens = jnp.take_along_axis(self.tokens, jnp.minimum(idx, self.capacity - 1), 1)
+        return jnp.where(idx < self.length[:, None], tokens, pad).astype(jnp.int32)
+
     def generated(self):
         """Host-side list of the generated token ids of each particle."""
         tokens, length, start = jax.device_get((self.tokens, self.length, self.prompt_length))

@@ -196,7 +196,7 @@ class Program:
         a -inf weight kills the particle). Returns (state, log G [n], token)."""
         lm_state = self.lm.extend(state.lm, token, active=moving)
         pstate = self.potential.update(state.potential, lm_state, token)
-        pstate = _where_rows(moving, pstate, state.potential)
+        pstate = where_rows(moving, pstate, state.potential)
         alive = jnp.isfinite(logw)
         is_eos = moving & (token == self.lm.eos_id) & alive
         at_cap = moving & ~is_eos & (lm_state.num_generated >= self.max_new_tokens)
@@ -282,7 +282,8 @@ def _has_boundary(potential: Potential) -> bool:
     return type(potential).logw_boundary is not Potential.logw_boundary
 
 
-def _where_rows(mask, new, old):
+def where_rows(mask, new, old):
+    """Row-wise select over pytrees whose leaves lead with the particle axis."""
     def pick(a, b):
         m = mask.reshape(mask.shape + (1,) * (a.ndim - 1))
         return jnp.where(m, a, b)
