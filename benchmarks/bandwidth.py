@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-import models
-from models.architectures import ArchConfig, build_decoder
-from models.transformer import TransformerLM
+from genppl import models
+from genppl.models.architectures import ArchConfig, build_decoder
+from genppl.models.transformer import TransformerLM
 
 PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12}  # bytes/s (SXM parts)
 

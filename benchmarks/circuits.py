@@ -28,18 +28,15 @@ PyTorch runs with denormals flushed to zero, as XLA does on CPU (``torch.set_flu
 from __future__ import annotations
 
 import argparse
-import pathlib
 import statistics
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import circuits
+from genppl import circuits
 
 
 def median_time(fn, repeats: int) -> float:
@@ -145,10 +142,10 @@ def bench_hmm(states, vocab, n, T, repeats):
 
 # ---- 3. guided decoding -----------------------------------------------------------------------
 def bench_guided(states, n, T, repeats):
-    import models
-    import ppl
-    from circuits.guide import _sample_loop
-    from tasks import sentences
+    from genppl import models
+    from genppl import ppl
+    from genppl.circuits.guide import _sample_loop
+    from genppl.tasks import sentences
 
     lm = models.load()
     tok = lm.tokenizer

@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-import models
+from genppl import models
 
 
 def time_ours(lm, prompt, n, tokens, repeats):

@@ -37,21 +37,19 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import inference
-import models
-from cli.main import encode_prompt
-from inference import mcmc
-from tasks import arithmetic
+from genppl import inference
+from genppl import models
+from genppl.cli.main import encode_prompt
+from genppl.inference import mcmc
+from genppl.tasks import arithmetic
 
 
 def parse_args(argv=None):

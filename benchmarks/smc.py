@@ -47,18 +47,16 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 import numpy as np
 
-import inference
-import models
-import ppl
+from genppl import inference
+from genppl import models
+from genppl import ppl
 
 PROMPT = "S:"
 BANNED = ["e", "E"]
@@ -148,7 +146,7 @@ def time_llamppl(lm, n, tokens, repeats):
 
 def equations_hold(text: str) -> bool:
     """Step verifier: every equation written so far is right (vacuously true before one)."""
-    from tasks import arithmetic
+    from genppl.tasks import arithmetic
 
     return all(arithmetic.step_checks(text))
 
@@ -157,7 +155,7 @@ def accuracy(lm, problems, n, max_new_tokens, seed):
     """Per-method accuracy and tokens per problem on ``problems`` (see the module docstring)."""
     import collections
 
-    from tasks import arithmetic
+    from genppl.tasks import arithmetic
 
     verifier = ppl.StepVerifier(equations_hold, lm.tokenizer)  # one object: one compiled sweep
     key = jax.random.key(seed)
@@ -185,7 +183,7 @@ def accuracy(lm, problems, n, max_new_tokens, seed):
 
 
 def main_accuracy(args, lm):
-    from tasks import arithmetic
+    from genppl.tasks import arithmetic
 
     problems = arithmetic.eval_problems(args.problems if not args.ops else 1000)
     if args.ops:  # only the held-out problems with this many operations (the hard ones: 4)

@@ -28,21 +28,19 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 import numpy as np
 import optax
 
-import models
-import ppl
-from inference import variational as vi
-from inference import variational_objectives as vo
-from inference.variational_train import Trainer
+from genppl import models
+from genppl import ppl
+from genppl.inference import variational as vi
+from genppl.inference import variational_objectives as vo
+from genppl.inference.variational_train import Trainer
 
 
 def build(args):

@@ -15,7 +15,8 @@ HMM x DFA guide, and probabilistic circuits. Imports ``ppl`` and ``models``, nev
   :func:`marginal`, :func:`conditional`, :func:`circuit_sample`, :func:`map_assignment`;
   :func:`circuit_em_step`, :func:`fit_em`, :func:`fit_sgd`.
 
->>> import jax, models, ppl, circuits
+>>> import jax
+>>> from genppl import models, ppl, circuits
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=4)
 >>> hmm = circuits.HMM.random(jax.random.key(1), num_states=3, vocab_size=4)
 >>> guide = circuits.HMMGuide(hmm, circuits.constraint_dfa(lm, keywords=["ab"], whole_word=False), 4)

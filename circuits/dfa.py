@@ -15,7 +15,7 @@ complement (:func:`complement`), then lifted once to the tokenizer's tokens
 >>> dfa = keywords_dfa(["dog", "park"])
 >>> [dfa.matches(t) for t in ("the dog runs to the park.", "the dogs run to the park.")]
 [True, False]
->>> import models
+>>> from genppl import models
 >>> tdfa = constraint_dfa(models.CharTokenizer("$ab ", eos_id=0), keywords=["ab"])
 >>> tdfa.run([1, 2]) in tdfa.accepting.nonzero()[0]
 True
@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.interface import InputError
-from ppl.regex import ByteDFA, TokenDFA, compile_regex, minimize, vocabulary
-from ppl.strings import substring_dfa
+from genppl.models.interface import InputError
+from genppl.ppl.regex import ByteDFA, TokenDFA, compile_regex, minimize, vocabulary
+from genppl.ppl.strings import substring_dfa
 
 __all__ = ["banned_words_dfa", "complement", "constraint_dfa", "intersect", "keywords_dfa", "word_dfa"]
 

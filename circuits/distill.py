@@ -12,7 +12,8 @@ Latent variable distillation (Liu et al. 2023), in the cheap form used here:
 4. initialise the HMM from the counts of (z_1), (z_t, z_{t+1}) and (z_t, x_t), and refine it
    with EM (:func:`circuits.hmm.fit`) on the same samples.
 
->>> import jax, models
+>>> import jax
+>>> from genppl import models
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=5, max_len=4)
 >>> hmm, info = distill_hmm(lm, [1], num_states=4, num_samples=256, max_new_tokens=4, key=jax.random.key(1),
 ...                     em_epochs=3)
@@ -28,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError, LanguageModel, check_positive_int
-from models.sampling import sample as lm_sample
+from genppl.models.interface import InputError, LanguageModel, check_positive_int
+from genppl.models.sampling import sample as lm_sample
 
 from .hmm import HMM, fit
 

@@ -25,8 +25,9 @@ is p_LM(v) psi(x_<g v) renormalised: the Ctrl-G / GeLaTo sampler, with SMC weigh
 The tables are computed once, in one jitted function, in O(|S| V h + T (|S|^2 h + |S| h^2))
 (tokens are first aggregated per DFA transition, so the recursion never touches V).
 
->>> import jax, models, ppl
->>> from circuits import HMM, constraint_dfa
+>>> import jax
+>>> from genppl import models, ppl
+>>> from genppl.circuits import HMM, constraint_dfa
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=4)    # "$abc"
 >>> hmm = HMM.random(jax.random.key(1), num_states=3, vocab_size=4)
 >>> guide = HMMGuide(hmm, constraint_dfa(lm, keywords=["ab"], whole_word=False), max_new_tokens=4)
@@ -44,9 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError, check_positive_int
-from ppl.potential import Potential
-from ppl.regex import TokenDFA
+from genppl.models.interface import InputError, check_positive_int
+from genppl.ppl.potential import Potential
+from genppl.ppl.regex import TokenDFA
 
 from .hmm import HMM, log_matmul
 
@@ -257,7 +258,7 @@ def constrained_sample(program, n: int, key):
     Returns (texts, token ids, log importance weights [n] towards the program's target,
     log p_LM [n]). Weights are -inf for particles that hit a dead end.
     """
-    from ppl.program import Program
+    from genppl.ppl.program import Program
 
     if not isinstance(program, Program):
         raise InputError(f"constrained_sample needs a ppl.Program, got {type(program).__name__}")

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from models.interface import InputError
+from genppl.models.interface import InputError
 
 __all__ = ["HMM", "em_step", "fit", "forward_messages", "log_likelihood", "log_matmul", "posteriors",
            "sample"]

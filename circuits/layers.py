@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError
+from genppl.models.interface import InputError
 
 from .hmm import log_matmul
 

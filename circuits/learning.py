@@ -8,7 +8,7 @@ inputs from flow-weighted moments. Each full-batch step never lowers the trainin
 log-likelihood (with ``pseudocount=0``).
 
 >>> import jax
->>> from circuits.structures import random_binary_tree
+>>> from genppl.circuits.structures import random_binary_tree
 >>> c = random_binary_tree(4, num_categories=2, num_units=2, key=jax.random.key(0))
 >>> params = c.init(jax.random.key(1))
 >>> x = jax.random.bernoulli(jax.random.key(2), 0.3, (64, 4)).astype(float)
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from models.interface import InputError
+from genppl.models.interface import InputError
 
 from .layers import Circuit, Input
 

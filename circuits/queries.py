@@ -11,7 +11,7 @@ on others it returns the most probable joint assignment of the variables *and* t
 circuit's latent choices (the usual MPE approximation).
 
 >>> import jax
->>> from circuits.structures import random_binary_tree
+>>> from genppl.circuits.structures import random_binary_tree
 >>> c = random_binary_tree(4, num_categories=3, num_units=2, key=jax.random.key(0))
 >>> params = c.init(jax.random.key(1))
 >>> x = jax.numpy.array([[0, 1, 2, 0.]])
@@ -26,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from models.interface import InputError
+from genppl.models.interface import InputError
 
 from .layers import Circuit, Product, Sum
 

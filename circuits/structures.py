@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError, check_positive_int
+from genppl.models.interface import InputError, check_positive_int
 
 from .hmm import HMM
 from .layers import Circuit, Input, Product, Sum

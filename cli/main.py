@@ -37,8 +37,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-import models
-from models.interface import InputError
+from genppl import models
+from genppl.models.interface import InputError
 
 SMC_METHODS = ("smc", "smc-steer", "pf")
 #: reward of a partial solution for ``--method pf``: this to the power of its wrong equations
@@ -51,14 +51,14 @@ def run_sample(lm, prompt_ids, args, key) -> models.Samples:
 
 
 def _program(lm, prompt_ids, args, potential, step_delimiter):
-    import ppl
+    from genppl import ppl
 
     return ppl.Program(lm, prompt_ids, args.max_new_tokens, potential=potential, alpha=args.alpha,
                        proposal=args.proposal, step_delimiter=step_delimiter)
 
 
 def run_smc(lm, prompt_ids, args, key):
-    import inference
+    from genppl import inference
 
     program = _program(lm, prompt_ids, args, args.potential, args.step_delimiter)
     if getattr(args, "learned", None):
@@ -69,15 +69,15 @@ def run_smc(lm, prompt_ids, args, key):
 
 def learned_program(lm, program, args):
     """``program`` with the LoRA proposal of a training checkpoint (``--learned PATH``)."""
-    from inference import variational as vi
-    from inference.variational_train import load_guide_params
+    from genppl.inference import variational as vi
+    from genppl.inference.variational_train import load_guide_params
 
     guide = vi.Guide(proposal=models.LoRA(lm, rank=args.learned_rank))
     return guide.program(load_guide_params(args.learned, guide), program)
 
 
 def run_smc_steer(lm, prompt_ids, args, key):
-    import inference
+    from genppl import inference
 
     # without-replacement selection expands every next token: a token-level program, so any
     # step verifier is checked once, on the finished text
@@ -89,7 +89,7 @@ def run_pf(lm, prompt_ids, args, key):
     """Step-level particle filter (Puri et al.): what ``inference.reward_particle_filter``
     runs, with the reward potential built once per run (``args.potential``) so that every
     problem reuses one compiled sweep."""
-    import inference
+    from genppl import inference
 
     program = _program(lm, prompt_ids, args, args.potential, args.step_delimiter)
     result = inference.smc(program, args.n, key, resampler=args.resampler,
@@ -106,14 +106,14 @@ POWER_METHODS = ("power-mh", "power-smc", "power-rollout")
 
 
 def run_power_mh(lm, prompt_ids, args, key):
-    import inference
+    from genppl import inference
 
     return inference.power_mcmc(lm, prompt_ids, args.n, args.max_new_tokens, key, alpha=args.alpha,
                                 block_size=args.block_size, num_mcmc=args.num_mcmc, move=args.mh_move)
 
 
 def run_power_smc(lm, prompt_ids, args, key):
-    import inference
+    from genppl import inference
 
     move = inference.MHMove(args.rejuvenate) if args.rejuvenate else None
     return inference.power_smc(lm, prompt_ids, args.n, args.max_new_tokens, key, alpha=args.alpha,
@@ -122,7 +122,7 @@ def run_power_smc(lm, prompt_ids, args, key):
 
 
 def run_power_rollout(lm, prompt_ids, args, key):
-    import inference
+    from genppl import inference
 
     return inference.power_rollout(lm, prompt_ids, args.n, args.max_new_tokens, key, alpha=args.alpha,
                                    top_k=args.rollout_top_k, rollouts=args.rollouts, horizon=args.horizon,
@@ -136,8 +136,8 @@ def guided_potential(lm, prompt_ids, args):
     """The HMM x DFA guide of ``--method smc-guided`` (circuits.HMMGuide): an HMM loaded from
     ``--hmm`` or distilled from the LM's continuations of the prompt (once per prompt), and
     the DFA of ``--keywords`` (and ``--regex``); ``--ban`` strings are an extra factor."""
-    import circuits
-    import ppl
+    from genppl import circuits
+    from genppl import ppl
 
     cache = args.__dict__.setdefault("_guides", {})
     key = tuple(prompt_ids)
@@ -157,8 +157,8 @@ def guided_potential(lm, prompt_ids, args):
 
 
 def run_smc_guided(lm, prompt_ids, args, key):
-    import inference
-    import ppl
+    from genppl import inference
+    from genppl import ppl
 
     program = ppl.Program(lm, prompt_ids, args.max_new_tokens, potential=guided_potential(lm, prompt_ids, args),
                           alpha=args.alpha, proposal=args.proposal)
@@ -359,7 +359,7 @@ def step_delimiter(lm, delimiter: str) -> str:
 def equations_hold(text: str) -> bool:
     """Step verifier for arithmetic: every equation written so far is right (vacuously true
     before the first one)."""
-    from tasks import arithmetic
+    from genppl.tasks import arithmetic
 
     return all(arithmetic.step_checks(text))
 
@@ -367,7 +367,7 @@ def equations_hold(text: str) -> bool:
 def step_reward(texts: list[str]) -> list[float]:
     """Reward of partial arithmetic solutions for ``--method pf``: WRONG_STEP_REWARD to the
     power of the number of wrong equations (1.0 while every step holds)."""
-    from tasks import arithmetic
+    from genppl.tasks import arithmetic
 
     return [WRONG_STEP_REWARD ** (len(c) - sum(c)) for c in map(arithmetic.step_checks, texts)]
 
@@ -376,12 +376,12 @@ def build_potential(lm, args):
     """The potential phi of an SMC method (built once per run, so that every prompt reuses
     one compiled sweep) and the program's step delimiter. Sets ``args.potential`` and
     ``args.step_delimiter``."""
-    import ppl
+    from genppl import ppl
 
     factors = []
     delimiter = None
     if args.prompt is None and args.task == "arithmetic":
-        from tasks import arithmetic
+        from genppl.tasks import arithmetic
 
         delimiter = step_delimiter(lm, arithmetic.STEP_DELIMITER)
         if args.method == "pf":
@@ -408,7 +408,7 @@ def jobs(args):
     if args.prompt is not None:
         return [(args.prompt, None)]
     if args.task == "arithmetic":
-        from tasks import arithmetic
+        from genppl.tasks import arithmetic
 
         def scorer(problem):
             def score(texts, result):
@@ -430,7 +430,7 @@ def jobs(args):
             return score
 
         return [(arithmetic.prompt_text(pb), scorer(pb)) for pb in arithmetic.eval_problems(args.problems)]
-    from tasks import sentences
+    from genppl.tasks import sentences
 
     def score(texts, result):
         ok = np.array([sentences.is_well_formed(t) for t in texts], float)

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 
-import inference
-import models
-import ppl
-from tasks import arithmetic
+from genppl import inference
+from genppl import models
+from genppl import ppl
+from genppl.tasks import arithmetic
 
 
 def equations_hold(text: str) -> bool:

@@ -16,16 +16,13 @@ of the model avoids the letter) is very negative.
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 
-import inference
-import models
-import ppl
+from genppl import inference
+from genppl import models
+from genppl import ppl
 
 
 def main(argv=None) -> dict:

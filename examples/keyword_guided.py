@@ -24,20 +24,17 @@ SMC the final ESS and the log Z estimate (log P(constraint) under the LM).
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 import numpy as np
 
-import circuits
-import inference
-import models
-import ppl
-from tasks import sentences
+from genppl import circuits
+from genppl import inference
+from genppl import models
+from genppl import ppl
+from genppl.tasks import sentences
 
 
 def sentence_prompt(lm) -> list[int]:

@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 import jax.numpy as jnp
 
-import inference
-import models
-import ppl
-from tasks import sentences
+from genppl import inference
+from genppl import models
+from genppl import ppl
+from genppl.tasks import sentences
 
 
 class KeywordGuide(ppl.Potential):

@@ -17,21 +17,18 @@ and the PRNG key; ``--load`` resumes from it (or just evaluates when no steps ar
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 import numpy as np
 import optax
 
-import inference
-import models
-import ppl
-from inference import variational as vi
-from inference import variational_objectives as vo
-from inference.variational_train import Trainer
+from genppl import inference
+from genppl import models
+from genppl import ppl
+from genppl.inference import variational as vi
+from genppl.inference import variational_objectives as vo
+from genppl.inference.variational_train import Trainer
 
 
 def main(argv=None) -> dict:

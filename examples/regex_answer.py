@@ -14,18 +14,15 @@ only where the text is complete), and the weighted vote over the particles gives
 from __future__ import annotations
 
 import argparse
-import pathlib
 import re
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax
 
-import inference
-import models
-import ppl
-from tasks import arithmetic
+from genppl import inference
+from genppl import models
+from genppl import ppl
+from genppl.tasks import arithmetic
 
 #: " a op b = c." one to four times, then " The answer is N." (numbers of at most 3 digits)
 PATTERN = r"( \d{1,3} [-+*] \d{1,3} = \d{1,3}\.){1,4} The answer is \d{1,3}\."

@@ -1,6 +1,7 @@
 """Inference kernels over :class:`ppl.Program`: sequential Monte Carlo and its variants.
 
->>> import jax, models, ppl, inference
+>>> import jax
+>>> from genppl import models, ppl, inference
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
 >>> program = ppl.Program(lm, [1], max_new_tokens=3, potential=ppl.BannedTokens([2]))
 >>> result = inference.smc(program, 32, jax.random.key(1))

@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from models.interface import InputError, LanguageModel, LMState, check_positive_int
-from models.sampling import TRACE_COUNTS, Processing, Samples, process_logits
-from ppl.program import where_rows
+from genppl.models.interface import InputError, LanguageModel, LMState, check_positive_int
+from genppl.models.sampling import TRACE_COUNTS, Processing, Samples, process_logits
+from genppl.ppl.program import where_rows
 
 MOVES = ("suffix", "independent")
 
@@ -361,7 +361,8 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     proposal (temperature 1/alpha unless ``proposal_temperature``), then runs ``num_mcmc``
     MH moves that regenerate up to the block's cap. The paper uses alpha=4, B=192, N_MCMC=10.
 
-    >>> import jax, models, inference
+    >>> import jax
+    >>> from genppl import models, inference
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=4)
     >>> out = inference.power_mcmc(lm, [1], n=8, max_new_tokens=4, key=0, alpha=2.0, block_size=2)
     >>> out.acceptance.shape, len(out.texts)

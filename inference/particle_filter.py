@@ -18,10 +18,10 @@ proposal); resampling happens at every step by default (``ess_threshold=1.0``), 
 
 from __future__ import annotations
 
-from models.interface import InputError
-from ppl.potential import Potential
-from ppl.program import Program
-from ppl.scorers import StepReward
+from genppl.models.interface import InputError
+from genppl.ppl.potential import Potential
+from genppl.ppl.program import Program
+from genppl.ppl.scorers import StepReward
 
 from .results import SMCResult
 from .sequential_mc import smc

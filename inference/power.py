@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError, LanguageModel, check_positive_int
-from models.sampling import TRACE_COUNTS, Processing
-from ppl.potential import Potential
-from ppl.program import Program, ProgramState
+from genppl.models.interface import InputError, LanguageModel, check_positive_int
+from genppl.models.sampling import TRACE_COUNTS, Processing
+from genppl.ppl.potential import Potential
+from genppl.ppl.program import Program, ProgramState
 
 from . import mcmc
 from .results import SMCResult
@@ -41,7 +41,8 @@ class PowerProgram(Program):
     """A :class:`ppl.Program` whose power ramps from ``alpha_start`` to ``alpha`` over the first
     ``ramp_tokens`` tokens (0: no ramp), reweighted so that the final target is unchanged.
 
-    >>> import jax, models, inference
+    >>> import jax
+    >>> from genppl import models, inference
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
     >>> program = inference.PowerProgram(lm, [1], 3, alpha=4.0, ramp_tokens=2)
     >>> [float(a) for a in program.alpha_at(jax.numpy.arange(3))]
@@ -115,7 +116,8 @@ def power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     """Power-SMC: ``n`` weighted particles targeting p(x)^alpha, and log Z_hat for
     Z = sum_x p(x)^alpha. ``move``: an optional :class:`MHMove` (resample-move; no ramp).
 
-    >>> import jax, models, inference
+    >>> import jax
+    >>> from genppl import models, inference
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
     >>> result = inference.power_smc(lm, [1], 16, 3, key=0, alpha=2.0)
     >>> bool(result.log_z <= 0.0)
@@ -141,7 +143,8 @@ class MHMove:
     the particles right after each resampling. Targets the program's p^alpha, so the program
     must carry no potential, no stop strings, no step delimiter and no alpha ramp.
 
-    >>> import jax, models, inference
+    >>> import jax
+    >>> from genppl import models, inference
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
     >>> result = inference.power_smc(lm, [1], 16, 3, key=0, alpha=2.0, move=inference.MHMove(2))
     >>> bool(result.log_z <= 0.0)
@@ -280,7 +283,8 @@ def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, ke
     temperature 1/alpha (or ``proposal_temperature``), jackknife-corrected by default.
     Cost: about top_k * rollouts * horizon tokens per generated token.
 
-    >>> import jax, models, inference
+    >>> import jax
+    >>> from genppl import models, inference
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
     >>> out = inference.power_rollout(lm, [1], 4, 3, key=0, alpha=2.0, top_k=4, rollouts=2)
     >>> len(out.texts)

@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from models.interface import InputError, check_positive_int
-from models.sampling import TRACE_COUNTS
-from ppl.program import Program, ProgramState
+from genppl.models.interface import InputError, check_positive_int
+from genppl.models.sampling import TRACE_COUNTS
+from genppl.ppl.program import Program, ProgramState
 
 from .resampling import RESAMPLERS, ess, log_mean_exp
 from .results import SMCResult
@@ -222,7 +222,8 @@ def smc(program: Program, n: int, key=0, *, resampler: str = "systematic",
     Compiled once per program configuration, n and options; prompts of the same padded
     length share the compiled sweep.
 
-    >>> import jax, models, ppl, inference
+    >>> import jax
+    >>> from genppl import models, ppl, inference
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
     >>> program = ppl.Program(lm, [1], max_new_tokens=3, potential=ppl.BannedTokens([2]))
     >>> result = inference.smc(program, 16, jax.random.key(1))

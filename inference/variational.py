@@ -20,8 +20,9 @@ fits them with optax. This module holds what they share:
 * :func:`bounds`: lower bounds on log Z (ELBO, E[log Z_hat] of SMC), the upper bound
   E_pi[log w] from exact samples, and the KL bounds they imply.
 
->>> import jax, models, ppl
->>> from inference import variational as vi
+>>> import jax
+>>> from genppl import models, ppl
+>>> from genppl.inference import variational as vi
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
 >>> program = ppl.Program(lm, [1], 2, potential=ppl.BannedTokens([2]), alpha=2.0)
 >>> guide = vi.Guide(proposal=models.TabularAdapter(lm))
@@ -40,11 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-import ppl
-from models.interface import InputError, check_positive_int
-from models.lora import GuidedLM
-from models.tabular import TabularLM
-from ppl.program import Program
+from genppl import ppl
+from genppl.models.interface import InputError, check_positive_int
+from genppl.models.lora import GuidedLM
+from genppl.models.tabular import TabularLM
+from genppl.ppl.program import Program
 
 from . import sequential_mc
 from .resampling import ess, log_mean_exp
@@ -88,7 +89,8 @@ class Guide:
     ``models.TwistHead``). With a twist and no proposal the program uses the locally optimal
     proposal under the twisted target (twisted SMC).
 
-    >>> import jax, models, ppl
+    >>> import jax
+    >>> from genppl import models, ppl
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
     >>> guide = Guide(twist=models.TabularTwist(lm))
     >>> program = guide.program(guide.init(jax.random.key(0)), ppl.Program(lm, [1], 2))

@@ -12,8 +12,9 @@ Score-function losses (ELBO, IWAE family) use the "magic" form
 ``value + surrogate - stop_gradient(surrogate)``: the loss's value is the bound's estimate
 and its gradient the unbiased score-function estimate with leave-one-out baselines.
 
->>> import jax, models, ppl
->>> from inference import variational as vi, variational_objectives as vo
+>>> import jax
+>>> from genppl import models, ppl
+>>> from genppl.inference import variational as vi, variational_objectives as vo
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
 >>> program = ppl.Program(lm, [1], 2, alpha=2.0)
 >>> objective = vo.elbo(vi.Guide(proposal=models.TabularAdapter(lm)), num_samples=4)
@@ -30,8 +31,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from models.interface import InputError, check_positive_int
-from ppl.program import _has_boundary
+from genppl.models.interface import InputError, check_positive_int
+from genppl.ppl.program import _has_boundary
 
 from . import sequential_mc
 from .variational import Guide, check_program, generated_tokens, rollout, trace

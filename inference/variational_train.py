@@ -10,9 +10,10 @@ saved too, produces the same losses as an uninterrupted run. When the loss, a gr
 parameter stops being finite, :class:`TrainingError` says so and the last good checkpoint
 is kept (it is never overwritten by a bad state).
 
->>> import jax, optax, models, ppl
->>> from inference import variational as vi, variational_objectives as vo
->>> from inference.variational_train import Trainer
+>>> import jax, optax
+>>> from genppl import models, ppl
+>>> from genppl.inference import variational as vi, variational_objectives as vo
+>>> from genppl.inference.variational_train import Trainer
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
 >>> program = ppl.Program(lm, [1], 2, alpha=2.0)
 >>> trainer = Trainer(vo.elbo(vi.Guide(proposal=models.TabularAdapter(lm)), 4), optax.adam(0.05), program)
@@ -34,7 +35,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from models.interface import InputError, check_positive_int
+from genppl.models.interface import InputError, check_positive_int
 
 from .variational import bounds, exact_batch
 from .variational_objectives import Objective
@@ -241,8 +242,9 @@ def load_guide_params(path, guide):
 def fit(objective, program, optimizer, steps: int, key=0, *, params=None, batch=None, **options):
     """Train from scratch (or resume from ``checkpoint=``): returns (params, history).
 
-    >>> import jax, optax, models, ppl
-    >>> from inference import variational as vi, variational_objectives as vo
+    >>> import jax, optax
+    >>> from genppl import models, ppl
+    >>> from genppl.inference import variational as vi, variational_objectives as vo
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
     >>> program = ppl.Program(lm, [1], 2, alpha=2.0)
     >>> params, history = fit(vo.trajectory_balance(vi.Guide(proposal=models.TabularAdapter(lm)), 8),

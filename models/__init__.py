@@ -1,6 +1,7 @@
 """Language models behind one functional, batched interface.
 
->>> import jax, models
+>>> import jax
+>>> from genppl import models
 >>> lm = models.load()                      # the bundled default model (or models.load("path/to/hf-dir"))
 >>> state = lm.prefill(lm.tokenizer.encode("S:"), n=8, max_new_tokens=16)
 >>> lm.logits(state).shape[0]

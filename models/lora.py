@@ -16,7 +16,8 @@ Adapters share one small interface: ``init(key) -> params`` (a pytree of arrays)
 ``check(params)`` (raises :class:`InputError` on a shape mismatch), and ``apply(params)``
 (a proposal LM) or ``bind(params)`` (a twist for :class:`GuidedLM`).
 
->>> import jax, models
+>>> import jax
+>>> from genppl import models
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
 >>> adapter = models.TabularAdapter(lm)
 >>> guided = models.GuidedLM(lm, proposal=adapter.apply(adapter.init(jax.random.key(1))))
@@ -55,7 +56,8 @@ def check_params(template, params, what: str) -> None:
 class TabularAdapter:
     """q's logits = the tabular LM's log-probs + a learned table [num_prefixes, V] (init 0).
 
-    >>> import jax, models
+    >>> import jax
+    >>> from genppl import models
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
     >>> adapter = models.TabularAdapter(lm)
     >>> adapter.apply(adapter.init(jax.random.key(0))).table.shape == lm.table.shape
@@ -88,7 +90,7 @@ class LoRA:
     ~ N(0, 1/d_in) and B [r, d_out] = 0, so the adapted LM starts equal to the base LM.
     ``apply`` merges the adapters into a new TransformerLM (cheap for small models).
 
-    >>> import models  # doctest: +SKIP
+    >>> from genppl import models  # doctest: +SKIP
     >>> lora = models.LoRA(models.load(), rank=4)  # doctest: +SKIP
     >>> adapted = lora.apply(lora.init(jax.random.key(0)))  # doctest: +SKIP
     """

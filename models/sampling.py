@@ -104,7 +104,8 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key: jax.
 
     EOS is forbidden before ``min_new_tokens`` tokens (as in transformers' ``generate``).
 
-    >>> import jax, models
+    >>> import jax
+    >>> from genppl import models
     >>> lm = models.load()                                    # the bundled model
     >>> ids = lm.tokenizer.encode("S:")
     >>> out = models.sample(lm, ids, n=4, max_new_tokens=24, key=jax.random.key(0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError
+from genppl.models.interface import InputError
 
 from .potential import Potential
 

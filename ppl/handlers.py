@@ -60,7 +60,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 
-from models.interface import InputError, LanguageModel
+from genppl.models.interface import InputError, LanguageModel
 
 from .potential import Potential
 from .program import Program

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from models.interface import InputError, LanguageModel, LMState, check_positive_int
-from models.sampling import Processing, process_logits
+from genppl.models.interface import InputError, LanguageModel, LMState, check_positive_int
+from genppl.models.sampling import Processing, process_logits
 
 from .potential import Potential, scale
 from .strings import StopStrings
@@ -77,7 +77,8 @@ class Program:
     without EOS" check, is added). Tokens that run past the stop string are kept whole;
     :meth:`finished_text` cuts the text after the stop string. None: no stop strings.
 
-    >>> import jax, models, ppl
+    >>> import jax
+    >>> from genppl import models, ppl
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
     >>> program = ppl.Program(lm, [1], max_new_tokens=3, potential=ppl.BannedTokens([2]))
     >>> state = program.init(8)

@@ -25,7 +25,7 @@ Unicode: ``.``, ``[^...]`` and literal classes are exact over all of Unicode. Th
 unless ``unicode=True``, where they follow ``re`` exactly (a much larger DFA). Either way every
 accepted text matches ``re.fullmatch``; by default the two agree on every ASCII text.
 
->>> import models, ppl
+>>> from genppl import models, ppl
 >>> lm = models.TabularLM.random(__import__("jax").random.key(0), vocab_size=5, max_len=4)
 >>> dfa = ppl.compile_regex(r"[0-9]+ (apples|pears)")
 >>> dfa.matches("12 pears"), dfa.matches("12 pear")
@@ -45,7 +45,7 @@ import unicodedata
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError
+from genppl.models.interface import InputError
 
 from .potential import Potential
 
@@ -696,7 +696,7 @@ class TokenDFA:
     possible from the state (its next state is live; the EOS column: the state accepts);
     byte_state [S]: the byte-DFA state each state stands for (``dead``: the byte DFA's dead).
 
-    >>> import models
+    >>> from genppl import models
     >>> tok = models.CharTokenizer("$ab", eos_id=0)
     >>> tdfa = TokenDFA.build(compile_regex("ab*"), tok.token_bytes, eos_id=0)
     >>> tdfa.allowed[tdfa.start].tolist()   # EOS no, 'a' yes, 'b' no
@@ -855,7 +855,8 @@ class Regex(DFAPotential):
     tokenizer with ``token_bytes`` and ``eos_id``. ``unicode``: exact Unicode ``\\d \\w \\s``
     (see the module docstring); ``max_states`` bounds the byte DFA.
 
-    >>> import jax, models, ppl
+    >>> import jax
+    >>> from genppl import models, ppl
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=5, max_len=4)   # tokens "$abcd"
     >>> program = ppl.Program(lm, [1], max_new_tokens=4, potential=ppl.Regex("(ab)+c?", lm))
     >>> state = program.init(4)

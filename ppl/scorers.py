@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError
+from genppl.models.interface import InputError
 
 from .potential import Potential
 
@@ -131,7 +131,7 @@ class HostScorer(_BoundaryScorer):
     or by the validation then surfaces as a ``JaxRuntimeError`` that carries its message);
     called eagerly, the function runs directly and errors are raised as they are.
 
-    >>> import ppl
+    >>> from genppl import ppl
     >>> scorer = ppl.HostScorer(lambda texts: [float(t.count("a")) for t in texts], lm.tokenizer)  # doctest: +SKIP
     """
 

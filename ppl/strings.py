@@ -10,7 +10,8 @@ Both are compiled from one Aho–Corasick automaton (:func:`substring_dfa`): a b
 accepting states are those where one of the strings has just been completed. Matching is on
 UTF-8 bytes, which for valid text is the same as matching characters.
 
->>> import jax, models, ppl
+>>> import jax
+>>> from genppl import models, ppl
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=5, max_len=4)   # tokens "$abcd"
 >>> no_ab = ppl.BannedStrings(["ab"], lm)          # "a" then "b" is banned, even as two tokens
 >>> program = ppl.Program(lm, [1], max_new_tokens=4, potential=no_ab, stop=["c"])
@@ -28,7 +29,7 @@ import collections
 import jax.numpy as jnp
 import numpy as np
 
-from models.interface import InputError
+from genppl.models.interface import InputError
 
 from .regex import ByteDFA, DFAPotential, TokenDFA, _TokenRunner, vocabulary
 
@@ -109,7 +110,7 @@ class BannedStrings(DFAPotential):
     """The continuation must never contain any of ``strings`` (checked on bytes, across token
     boundaries): a token-level hard constraint.
 
-    >>> import models
+    >>> from genppl import models
     >>> tok = models.CharTokenizer("$abe", eos_id=0)
     >>> ban = BannedStrings(["e"], tok)                    # a lipogram
     >>> ban.token_dfa.allowed[ban.token_dfa.start].tolist()
@@ -144,7 +145,7 @@ class StopStrings:
     is searched (not the prompt). Give it to ``ppl.Program(..., stop=...)`` (a list of strings
     there builds one).
 
-    >>> import models
+    >>> from genppl import models
     >>> stop = StopStrings(["\\n"], models.CharTokenizer("$a\\n", eos_id=0))
     >>> stop.stops[stop.start].tolist()
     [False, False, True]

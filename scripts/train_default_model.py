@@ -47,8 +47,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tasks import arithmetic, sentences  # noqa: E402
-from tasks.corpus import build_corpus  # noqa: E402
+from genppl.tasks import arithmetic, sentences  # noqa: E402
+from genppl.tasks.corpus import build_corpus  # noqa: E402
 
 EOT = "<|endoftext|>"
 WORK = ROOT / "scripts" / "_work"
@@ -156,7 +156,7 @@ def answer_probe(hf, n: int):
 def make_config(args, vocab_size: int):
     from transformers import LlamaConfig
 
-    from models.architectures import ArchConfig
+    from genppl.models.architectures import ArchConfig
 
     hf_config = LlamaConfig(
         vocab_size=vocab_size,
@@ -198,7 +198,7 @@ def train(args, config, tokens: np.ndarray, mask: np.ndarray, probe):
     import optax
     from flax import nnx
 
-    from models.architectures import build_decoder
+    from genppl.models.architectures import build_decoder
 
     decoder = build_decoder(config, rngs=nnx.Rngs(args.seed), dtype=jnp.float32)
     graphdef, params, rest = nnx.split(decoder, nnx.Param, ...)
@@ -332,7 +332,7 @@ def generate(lm, prompts: list[list[int]], max_new_tokens: int, key, temperature
 
 
 def evaluate(path, n_problems: int, samples_per_problem: int, n_sentences: int, seed: int):
-    import models
+    from genppl import models
 
     lm = models.load(path)
     tok = lm.tokenizer
@@ -441,7 +441,7 @@ def main(argv=None):
         config = make_config(args, vocab)
         decoder, stats = train(args, config, tokens, mask, answer_probe(hf_tok, 200))
 
-        from models.architectures import save_checkpoint
+        from genppl.models.architectures import save_checkpoint
 
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(decoder, config, out)

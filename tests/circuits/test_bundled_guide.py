@@ -5,11 +5,11 @@ import jax
 import numpy as np
 import pytest
 
-import circuits
-import inference
-import models
-import ppl
-from tasks import sentences
+from genppl import circuits
+from genppl import inference
+from genppl import models
+from genppl import ppl
+from genppl.tasks import sentences
 
 KEYWORDS = ("dog", "ball", "park")
 T = 24

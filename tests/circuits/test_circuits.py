@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-import circuits
-from circuits import Circuit, Input, Product, Sum
-from models.interface import InputError
+from genppl import circuits
+from genppl.circuits import Circuit, Input, Product, Sum
+from genppl.models.interface import InputError
 from tests.circuits.brute import joint
 from tests.helpers import assert_matches_law
 

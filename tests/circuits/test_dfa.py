@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-import circuits
-import models
-from models.interface import InputError
-from tasks import sentences
+from genppl import circuits
+from genppl import models
+from genppl.models.interface import InputError
+from genppl.tasks import sentences
 
 EDGE = ["dogs", "Dog ball park", "the dog,ball park.", "hotdog ball park", "park ball dog", "", "dog",
         "ball-dog park!", "the dog and the ball in the park", "dogdog ball park", "d\xf6g ball park dog"]

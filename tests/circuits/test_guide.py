@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-import circuits
-import models
-import ppl
-from models.interface import InputError
+from genppl import circuits
+from genppl import models
+from genppl import ppl
+from genppl.models.interface import InputError
 from tests.circuits.brute import finished_sequences, joint
 from tests.helpers import assert_matches_law
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-import circuits
-import models
-from models.interface import InputError
+from genppl import circuits
+from genppl import models
+from genppl.models.interface import InputError
 from tests.circuits.brute import finished_sequences, hidden_marginals, joint
 from tests.helpers import assert_matches_law
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-import models
-from cli.main import main
+from genppl import models
+from genppl.cli.main import main
 from tests.checkpoints import save_llama
 
 SMALL = ["--n", "4", "--max-new-tokens", "12", "--json"]
@@ -29,8 +29,8 @@ def run_json(capsys, argv):
 
 
 def test_no_arguments_is_plain_sampling_on_the_bundled_model(checkpoint, monkeypatch, capsys):
-    from cli.main import parse_args
-    from tasks import arithmetic
+    from genppl.cli.main import parse_args
+    from genppl.tasks import arithmetic
 
     args = parse_args([])
     assert (args.method, args.task, args.problems, args.n, args.max_new_tokens) == ("sample", "arithmetic", 16, 8, 96)

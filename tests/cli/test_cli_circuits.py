@@ -5,9 +5,9 @@ import json
 import jax
 import pytest
 
-import circuits
-import models
-from cli.main import main, parse_args
+from genppl import circuits
+from genppl import models
+from genppl.cli.main import main, parse_args
 from tests.checkpoints import save_llama
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cli.main import main, parse_args
+from genppl.cli.main import main, parse_args
 from tests.checkpoints import save_llama
 
 

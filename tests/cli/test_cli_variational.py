@@ -8,10 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-import models
-from cli.main import main
-from inference import variational as vi
-from inference.variational_train import Trainer, TrainState
+from genppl import models
+from genppl.cli.main import main
+from genppl.inference import variational as vi
+from genppl.inference.variational_train import Trainer, TrainState
 from tests.checkpoints import save_llama
 
 
@@ -49,11 +49,11 @@ def test_learned_proposal_bad_input(trained, capsys):
         assert err.value.code == 2
         assert "--learned" in capsys.readouterr().err
     # the wrong rank: a clear message naming the shapes
-    from models.interface import InputError
+    from genppl.models.interface import InputError
 
     lm = models.load(model)
     with pytest.raises(InputError, match="rank"):
-        from inference.variational_train import load_guide_params
+        from genppl.inference.variational_train import load_guide_params
 
         load_guide_params(ckpt, vi.Guide(proposal=models.LoRA(lm, rank=3)))
 

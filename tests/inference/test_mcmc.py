@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-from inference import mcmc
-from models.interface import InputError
-from models.sampling import TRACE_COUNTS
+from genppl import models
+from genppl.inference import mcmc
+from genppl.models.interface import InputError
+from genppl.models.sampling import TRACE_COUNTS
 from tests.helpers import assert_matches_law, tv_noise_floor
 
 EOS = 0

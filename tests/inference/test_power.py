@@ -4,12 +4,12 @@ import jax
 import numpy as np
 import pytest
 
-import inference
-import models
-import ppl
-from inference import power, sequential_mc
-from models.interface import InputError
-from models.sampling import Processing
+from genppl import inference
+from genppl import models
+from genppl import ppl
+from genppl.inference import power, sequential_mc
+from genppl.models.interface import InputError
+from genppl.models.sampling import Processing
 from tests.helpers import assert_matches_law, tv_noise_floor
 from tests.inference.test_smc import assert_unbiased_measure, assert_unbiased_z
 
@@ -89,7 +89,7 @@ def test_power_smc_convenience_and_histogram():
 
 
 def test_power_smc_compiles_once():
-    from models.sampling import TRACE_COUNTS
+    from genppl.models.sampling import TRACE_COUNTS
 
     lm = random_lm(6)
     inference.power_smc(lm, [1], 8, CAP, key=0, alpha=3.0)

@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import inference
-import models
-import ppl
-from inference import sequential_mc
-from models.sampling import TRACE_COUNTS
+from genppl import inference
+from genppl import models
+from genppl import ppl
+from genppl.inference import sequential_mc
+from genppl.models.sampling import TRACE_COUNTS
 
 VOCAB, CAP, EOS = 5, 4, 0
 RUNS = 400

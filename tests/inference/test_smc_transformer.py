@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import inference
-import models
-import ppl
+from genppl import inference
+from genppl import models
+from genppl import ppl
 from tests.checkpoints import save_llama
 
 

@@ -16,12 +16,12 @@ import numpy as np
 import optax
 import pytest
 
-import models
-import ppl
-from inference import variational as vi
-from inference import variational_objectives as vo
-from inference.variational_train import Trainer, TrainingError
-from models.interface import InputError
+from genppl import models
+from genppl import ppl
+from genppl.inference import variational as vi
+from genppl.inference import variational_objectives as vo
+from genppl.inference.variational_train import Trainer, TrainingError
+from genppl.models.interface import InputError
 
 
 def tabular(seed=0, vocab=4, cap=3):

@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 from flax import nnx  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from models.architectures import (  # noqa: E402
+from genppl.models.architectures import (  # noqa: E402
     SUPPORTED_ARCHITECTURES,
     ArchConfig,
     CheckpointError,

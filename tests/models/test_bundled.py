@@ -8,8 +8,8 @@ import pytest
 import torch
 import transformers
 
-import models
-from tasks import arithmetic, sentences
+from genppl import models
+from genppl.tasks import arithmetic, sentences
 
 PATH = models.bundled_path()
 

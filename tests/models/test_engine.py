@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-from models import InputError, sample
-from models.architectures import CheckpointError
+from genppl import models
+from genppl.models import InputError, sample
+from genppl.models.architectures import CheckpointError
 from tests.checkpoints import save_llama
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import optax
 import pytest
 
-import models
-import ppl
-from inference import variational as vi
-from inference import variational_objectives as vo
-from inference.variational_train import Trainer
-from models.interface import InputError
+from genppl import models
+from genppl import ppl
+from genppl.inference import variational as vi
+from genppl.inference import variational_objectives as vo
+from genppl.inference.variational_train import Trainer
+from genppl.models.interface import InputError
 from tests.checkpoints import save_llama
 
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models import InputError, Processing, TabularLM, process_logits, sample
-from models import sampling
+from genppl.models import InputError, Processing, TabularLM, process_logits, sample
+from genppl.models import sampling
 from tests.helpers import assert_matches_law
 
 NUM = 4000

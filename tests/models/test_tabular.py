@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models import TabularLM
+from genppl.models import TabularLM
 
 
 @pytest.fixture(params=[(3, 3, 0), (5, 4, 2), (6, 5, 5)], ids=lambda p: f"V{p[0]}L{p[1]}eos{p[2]}")

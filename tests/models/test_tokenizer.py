@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models import CharTokenizer, Tokenizer
+from genppl.models import CharTokenizer, Tokenizer
 from tests.checkpoints import save_tokenizer
 
 

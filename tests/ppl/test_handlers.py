@@ -10,9 +10,9 @@ import numpyro.distributions as dist
 import pytest
 from scipy.special import logsumexp
 
-import models
-import ppl
-from models.interface import InputError
+from genppl import models
+from genppl import ppl
+from genppl.models.interface import InputError
 
 from .walk import walk
 

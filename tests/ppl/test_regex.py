@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import models
-import ppl
-from models.interface import InputError
-from ppl.regex import TokenDFA, _utf8_sequences, compile_regex
+from genppl import models
+from genppl import ppl
+from genppl.models.interface import InputError
+from genppl.ppl.regex import TokenDFA, _utf8_sequences, compile_regex
 from tests.checkpoints import save_tokenizer
 from tests.helpers import assert_matches_law
 

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-import ppl
-from models.interface import InputError
+from genppl import models
+from genppl import ppl
+from genppl.models.interface import InputError
 
 from .walk import walk
 

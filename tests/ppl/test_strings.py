@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models
-import ppl
-from models.interface import InputError
+from genppl import models
+from genppl import ppl
+from genppl.models.interface import InputError
 from tests.helpers import assert_matches_law
 
 from .walk import walk

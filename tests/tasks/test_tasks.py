@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tasks import arithmetic, corpus, sentences
+from genppl.tasks import arithmetic, corpus, sentences
 
 
 # ---- arithmetic ------------------------------------------------------------------------
