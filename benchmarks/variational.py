@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 
 
 import jax
@@ -39,8 +38,7 @@ import optax
 from genppl import models
 from genppl import ppl
 from genppl.inference import variational as vi
-from genppl.inference import variational_objectives as vo
-from genppl.inference.variational_train import Trainer
+from genppl.inference.variational import Trainer
 
 
 def build(args):
@@ -53,10 +51,10 @@ def build(args):
     return lm, ppl.Program(lm, prompt, args.max_new_tokens, potential=potential)
 
 
-def evaluate(program, n, runs, seed):
+def evaluate(program, n, runs, seed, proposal=ppl.proposals.locally_optimal()):
     """(IS ESS/N mean, SMC log Z_hat mean, SMC Var(log Z_hat)) over ``runs`` seeds."""
-    _, ess_is = vi.smc_log_z(program, seed, n, runs, ess_threshold=0.0)
-    log_z, _ = vi.smc_log_z(program, seed + 1, n, runs, ess_threshold=0.5)
+    _, ess_is = vi.smc_log_z(program, seed, n, runs, proposal=proposal, ess_threshold=0.0)
+    log_z, _ = vi.smc_log_z(program, seed + 1, n, runs, proposal=proposal, ess_threshold=0.5)
     finite = np.isfinite(log_z)
     return {"ess": float(np.mean(ess_is)), "log_z": float(np.mean(log_z[finite])) if finite.any() else -np.inf,
             "log_z_var": float(np.var(log_z[finite], ddof=1)) if finite.sum() > 1 else np.nan,
@@ -67,14 +65,14 @@ def train(guide_name, lm, program, args, log_z_start):
     t0 = time.perf_counter()
     if guide_name == "lora":
         guide = vi.Guide(proposal=models.LoRA(lm, rank=args.rank))
-        objective = vo.trajectory_balance(guide, args.batch)
+        objective = vi.trajectory_balance(guide, args.batch)
         params = objective.init(jax.random.key(args.seed))
         # start log Z_theta at the baseline's SMC estimate: TB's residual is then the spread
         # of log w, not a constant offset that Adam would take hundreds of steps to remove
         params["log_z"] = np.float32(log_z_start)
     else:
         guide = vi.Guide(twist=models.TwistHead(lm))
-        objective = vo.contrastive_twist(guide, args.batch, source="smc")
+        objective = vi.contrastive_twist(guide, args.batch, source=vi.smc_samples)
         params = None
     trainer = Trainer(objective, optax.chain(optax.clip_by_global_norm(10.0), optax.adam(args.lr)), program)
     state, history = trainer.fit(trainer.init(args.seed, params), args.steps, progress=args.progress)
@@ -87,19 +85,19 @@ def tabular_part(args) -> dict:
     lm = models.TabularLM.random(jax.random.key(args.seed), vocab_size=4, max_len=3, eos_boost=0.5)
     program = ppl.Program(lm, [1], 3, alpha=2.0)
     exact = vi.exact_batch(program)
-    guide = vi.Guide(proposal=models.TabularAdapter(lm), base="lm")
-    objectives = {"ELBO (K=8)": vo.elbo(guide, 8), "IWAE (K=8)": vo.iwae(guide, 8),
-                  "MIWAE (M=2, K=4)": vo.miwae(guide, 4, 2), "CIWAE (K=8, beta=0.5)": vo.ciwae(guide, 8),
-                  "forward KL (SMC, 16 particles)": vo.forward_kl(guide, 16),
-                  "forward KL (exact samples)": vo.forward_kl(guide, 16, source="batch"),
-                  "trajectory balance (K=8)": vo.trajectory_balance(guide, 8),
-                  "sub-trajectory balance (K=8)": vo.subtrajectory_balance(guide, 8)}
+    guide = vi.Guide(proposal=models.TabularAdapter(lm), log_q=vi.adapted_lm)
+    objectives = {"ELBO (K=8)": vi.elbo(guide, 8), "IWAE (K=8)": vi.iwae(guide, 8),
+                  "MIWAE (M=2, K=4)": vi.miwae(guide, 4, 2), "CIWAE (K=8, beta=0.5)": vi.ciwae(guide, 8),
+                  "forward KL (SMC, 16 particles)": vi.forward_kl(guide, 16),
+                  "forward KL (exact samples)": vi.forward_kl(guide, 16, source=vi.exact_samples),
+                  "trajectory balance (K=8)": vi.trajectory_balance(guide, 8),
+                  "sub-trajectory balance (K=8)": vi.subtrajectory_balance(guide, 8)}
     start = guide.init(jax.random.key(0))
     rows = {"base LM (q = p, untrained)": vi.exact_kl(guide, start, program, exact)[:2] + (None,),
             "locally optimal q ∝ p^2 (no training)":
                 vi.exact_kl(vi.Guide(proposal=models.TabularAdapter(lm)), start, program, exact)[:2] + (None,)}
     for name, objective in objectives.items():
-        trainer = Trainer(objective, optax.adam(0.05), program, batch=exact if "exact" in name else None)
+        trainer = Trainer(objective, optax.adam(0.05), program)
         state, _ = trainer.fit(trainer.init(args.seed), args.tabular_steps, progress=False)
         log_z = float(state.params["log_z"]) if "log_z" in state.params else None
         rows[name] = vi.exact_kl(guide, state.params["guide"], program, exact)[:2] + (log_z,)
@@ -141,7 +139,8 @@ def main(argv=None) -> dict:
     for name in names:
         guide, params, seconds, history = train(name, lm, program, args, rows["baseline (locally optimal q)"]["log_z"])
         label = {"lora": f"LoRA proposal (rank {args.rank}, TB)", "twist": "twist head (CTL)"}[name]
-        rows[label] = dict(evaluate(guide.program(params, program), args.n, args.runs, 100), train_s=seconds,
+        rows[label] = dict(evaluate(guide.program(params, program), args.n, args.runs, 100, guide.proposal_fn),
+                           train_s=seconds,
                            first_loss=history[0]["loss"], last_loss=history[-1]["loss"])
     print("\n| guide | train steps | train time (s) | IS ESS / N | SMC mean log Z_hat | SMC Var(log Z_hat) "
           "| dead SMC runs |")

@@ -23,12 +23,9 @@ import jax
 import numpy as np
 import optax
 
-from genppl import inference
 from genppl import models
 from genppl import ppl
-from genppl.inference import variational as vi
-from genppl.inference import variational_objectives as vo
-from genppl.inference.variational_train import Trainer
+from genppl.inference import smc, variational
 
 
 def main(argv=None) -> dict:
@@ -47,8 +44,8 @@ def main(argv=None) -> dict:
     lm = models.load(args.model)
     prompt = [lm.eos_id] + lm.tokenizer.encode(args.prompt)
     program = ppl.Program(lm, prompt, args.max_new_tokens, potential=ppl.BannedStrings(["e", "E"], lm))
-    guide = vi.Guide(proposal=models.LoRA(lm, rank=4))
-    trainer = Trainer(vo.trajectory_balance(guide, 16), optax.adam(1e-2), program)
+    guide = variational.Guide(proposal=models.LoRA(lm, rank=4))
+    trainer = variational.Trainer(variational.trajectory_balance(guide, 16), optax.adam(1e-2), program)
     checkpoint = args.load or args.save
     if args.load and args.save and args.load != args.save:
         import shutil
@@ -57,7 +54,7 @@ def main(argv=None) -> dict:
         checkpoint = args.save
     params = trainer.objective.init(jax.random.key(args.seed))
     # log Z_theta starts at a quick SMC estimate, so TB's residual is the spread of log w
-    params["log_z"] = np.float32(np.mean(vi.smc_log_z(program, args.seed + 4, args.n, 4)[0]))
+    params["log_z"] = np.float32(np.mean(variational.smc_log_z(program, args.seed + 4, args.n, 4)[0]))
     state, history = trainer.fit(trainer.init(args.seed, params), max(args.steps, 1), checkpoint=checkpoint,
                                  checkpoint_every=10, progress=False)
     if history:
@@ -66,15 +63,16 @@ def main(argv=None) -> dict:
     learned = guide.program(state.params["guide"], program)
 
     out = {}
-    for name, prog in (("locally optimal q", program), ("learned LoRA q", learned)):
-        log_z, _ = vi.smc_log_z(prog, args.seed + 1, args.n, args.runs)
-        _, ess = vi.smc_log_z(prog, args.seed + 2, args.n, args.runs, ess_threshold=0.0)
+    for name, prog, proposal in (("locally optimal q", program, ppl.proposals.locally_optimal()),
+                                 ("learned LoRA q", learned, guide.proposal_fn)):
+        log_z, _ = variational.smc_log_z(prog, args.seed + 1, args.n, args.runs, proposal=proposal)
+        _, ess = variational.smc_log_z(prog, args.seed + 2, args.n, args.runs, proposal=proposal, ess_threshold=0.0)
         out[name] = {"log_z": float(np.mean(log_z)), "log_z_var": float(np.var(log_z, ddof=1)),
                      "ess": float(np.mean(ess))}
         print(f"{name:18s}: mean log Z_hat {out[name]['log_z']:8.3f}  Var {out[name]['log_z_var']:.4f}  "
               f"importance ESS/N {out[name]['ess']:.3f}   (N={args.n}, {args.runs} runs)")
 
-    result = inference.smc(learned, args.n, jax.random.key(args.seed + 3))
+    result = smc.run(learned, args.n, jax.random.key(args.seed + 3), proposal=guide.proposal_fn)
     print()
     for text, w in sorted(zip(result.texts, result.weights), key=lambda t: -t[1])[:5]:
         print(f"{w:6.3f}  {text!r}")

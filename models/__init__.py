@@ -10,7 +10,7 @@
 
 from pathlib import Path
 
-from .interface import InputError, LanguageModel, LMState
+from .interface import InputError, LanguageModel, LMState, NonFiniteLogitsError, as_key, nonfinite_rows
 from .lora import LoRA, GuidedLM, TabularAdapter, TabularTwist, TwistHead
 from .sampling import Processing, Samples, process_logits, sample
 from .tabular import TabularLM
@@ -24,15 +24,20 @@ def bundled_path() -> Path:
     return BUNDLED
 
 
-def load(path=None, dtype="float32"):
-    """Load a local Hugging Face checkpoint directory (default: the bundled model)."""
+def load(path=None, dtype="float32", eos_id=None):
+    """Load a local Hugging Face checkpoint directory (default: the bundled model).
+
+    ``eos_id`` overrides the EOS token the files name (needed when they name none). Every
+    fault in the directory raises one :class:`~models.architectures.CheckpointError` (an
+    :class:`InputError`) naming the file and what to do; see ``TransformerLM.from_pretrained``.
+    """
     from .transformer import TransformerLM  # imports the architectures only when needed
 
-    return TransformerLM.from_pretrained(BUNDLED if path is None else path, dtype=dtype)
+    return TransformerLM.from_pretrained(BUNDLED if path is None else path, dtype=dtype, eos_id=eos_id)
 
 
 __all__ = [
-    "InputError", "LanguageModel", "LMState", "Processing", "Samples", "TabularLM", "Tokenizer",
-    "CharTokenizer", "bundled_path", "load", "process_logits", "sample",
+    "InputError", "LanguageModel", "LMState", "NonFiniteLogitsError", "Processing", "Samples", "TabularLM", "Tokenizer",
+    "CharTokenizer", "as_key", "bundled_path", "load", "nonfinite_rows", "process_logits", "sample",
 ]
 __all__ += ["GuidedLM", "LoRA", "TabularAdapter", "TabularTwist", "TwistHead"]

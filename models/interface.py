@@ -5,17 +5,33 @@ kernels can pass it into ``jax.jit`` as an argument instead of baking weights in
 as constants. Its state, :class:`LMState`, is a pytree whose every leaf leads with the particle
 axis, so resampling particles is ``LanguageModel.gather(state, idx)``.
 
-Buffers have a fixed size ``T = prompt length + max_new_tokens``, chosen at :meth:`prefill`;
-a whole generation therefore compiles once.
+Buffers have a fixed size ``T = padded prompt length + max_new_tokens``, chosen at
+:meth:`LanguageModel.prefill`; a whole generation therefore compiles once, and prompts whose
+lengths fall in one bucket of ``PROMPT_BUCKET`` tokens share that compiled program.
+
+Nothing here jits itself except :meth:`LanguageModel.prefill`, the eager entry point, which
+runs ``jax.jit`` of the pure :meth:`LanguageModel.prompt_state` (static: the buffer size) and
+of :func:`broadcast_particles` (static: the particle count): plain jitted pure functions,
+whose only state is JAX's own compilation cache. The per-token verbs (:meth:`~LanguageModel.advance`,
+:meth:`~LanguageModel.extend`, :meth:`~LanguageModel.truncate`, ...) are plain traceable
+functions: kernels call them inside their own jitted loops; called eagerly they run op by op.
+
+Public helpers for kernels: :func:`as_key` (an int seed or a key -> a key),
+:func:`nonfinite_rows` / :func:`check_finite_logits` (NaN / inf logits), :func:`as_token_ids`
+(prompt validation), :func:`available_memory_bytes` (the memory check in ``prefill``).
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import numbers
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 
@@ -25,6 +41,30 @@ PROMPT_BUCKET = 16
 
 class InputError(ValueError):
     """Bad input at a public boundary; the message says what to change."""
+
+
+class NonFiniteLogitsError(InputError):
+    """The model produced NaN or infinite next-token logits (not a constraint ruling tokens out).
+
+    ``step`` is the generation step (the number of tokens generated before the bad logits;
+    ``None`` for the logits after the prompt) and ``particles`` the affected particle indices.
+    """
+
+    def __init__(self, message: str, step: int | None = None, particles: tuple = ()):
+        super().__init__(message)
+        self.step = step
+        self.particles = tuple(particles)
+
+    @classmethod
+    def at(cls, where: str, step: int | None, particles, n: int) -> "NonFiniteLogitsError":
+        """The standard message for non-finite logits met at ``step`` by ``particles`` (of ``n``)."""
+        particles = tuple(int(p) for p in particles)
+        shown = ", ".join(map(str, particles[:8])) + (f" and {len(particles) - 8} more" if len(particles) > 8 else "")
+        when = "after the prompt" if step is None else f"at generation step {step} (after {step} generated tokens)"
+        return cls(f"{where}: the model's next-token logits are NaN or infinite {when} for particle(s) {shown} "
+                   f"(of {n}). This is a fault of the model, not a constraint: likely a broken checkpoint "
+                   "(NaN/inf weights) or an overflow in low precision (load with dtype='float32').",
+                   step, particles)
 
 
 @struct.dataclass
@@ -73,7 +113,8 @@ class LanguageModel(abc.ABC):
     """Next-token distributions and sequence likelihoods over a batch of particles.
 
     Subclasses implement :meth:`_initial` and :meth:`_forward`; everything else is shared.
-    Every method is a pure function of its arguments, traceable inside ``jax.jit``.
+    Every method except :meth:`prefill` is a pure function of its arguments, traceable
+    inside ``jax.jit``; none of them jits itself.
     """
 
     vocab_size: int
@@ -94,30 +135,66 @@ class LanguageModel(abc.ABC):
         prefix of each row). Return (logits [n, L, V] after each token, new cache)."""
 
     # ---- shared verbs -------------------------------------------------------------------
-    def prefill(self, prompt_ids, n: int, max_new_tokens: int) -> LMState:
-        """Encode the prompt once and share its cache among ``n`` particles.
+    def buffer_sizes(self, prompt_length: int, max_new_tokens: int) -> tuple[int, int]:
+        """(padded prompt length, buffer capacity T) for a prompt of ``prompt_length`` tokens.
 
-        The prompt is padded to a multiple of ``PROMPT_BUCKET`` tokens so that prompts of
-        similar length share one compiled program; padding is never attended to.
+        The prompt is padded up to a multiple of ``PROMPT_BUCKET``; T adds ``max_new_tokens``
+        and is cut to the model's context ``max_length`` when it has one.
         """
-        prompt = self._check_prompt(prompt_ids, max_new_tokens)
-        check_positive_int(n, "n (the number of particles)")
-        length = int(prompt.shape[0])
-        padded = -(-length // PROMPT_BUCKET) * PROMPT_BUCKET
+        padded = -(-int(prompt_length) // PROMPT_BUCKET) * PROMPT_BUCKET
         capacity = padded + int(max_new_tokens)
         if self.max_length is not None:
             capacity = min(capacity, self.max_length)
             padded = min(padded, capacity)
-        tokens = jnp.zeros((padded,), jnp.int32).at[:length].set(prompt)
-        logits, cache = _initial_jit(self, tokens, jnp.int32(length), capacity)
-        one = LMState(
-            tokens=jnp.zeros((1, capacity), jnp.int32).at[0, :length].set(prompt),
-            length=jnp.array([length], jnp.int32),
-            prompt_length=jnp.array([length], jnp.int32),
+        return padded, capacity
+
+    def initial_state(self, tokens: jax.Array, length, n: int, capacity: int) -> LMState:
+        """The state of ``n`` particles after a prompt (pure and traceable; ``prefill`` jits it).
+
+        tokens [P] int32 holds the prompt in its first ``length`` entries (``length`` may be
+        traced; entries past it are ignored), P <= capacity; ``n`` and ``capacity`` are static.
+        The prompt runs once and its state is broadcast to the ``n`` particles.
+        """
+        return broadcast_particles(self.prompt_state(tokens, length, capacity), n)
+
+    def prompt_state(self, tokens: jax.Array, length, capacity: int) -> LMState:
+        """The state of ONE particle after a prompt (see :meth:`initial_state`)."""
+        tokens = jnp.asarray(tokens, jnp.int32)
+        length = jnp.asarray(length, jnp.int32)
+        tokens = jnp.where(jnp.arange(tokens.shape[0]) < length, tokens, 0)
+        logits, cache = self._initial(tokens, length, capacity)
+        return LMState(
+            tokens=jnp.zeros((1, capacity), jnp.int32).at[0, : tokens.shape[0]].set(tokens),
+            length=length[None],
+            prompt_length=length[None],
             logits=logits.astype(jnp.float32)[None],
             cache=cache,
         )
-        return self.gather(one, jnp.zeros((n,), jnp.int32))
+
+    def prefill(self, prompt_ids, n: int, max_new_tokens: int) -> LMState:
+        """Encode the prompt once and share its cache among ``n`` particles.
+
+        The prompt is padded to a multiple of ``PROMPT_BUCKET`` tokens so that prompts of
+        similar length share one compiled program; padding is never attended to. Checks at
+        this boundary: the prompt ids (integers in ``[0, vocab_size)``), ``n`` and
+        ``max_new_tokens``, the context length, the memory the state needs
+        (:meth:`state_bytes` against :func:`available_memory_bytes`) and, eagerly, that the
+        logits after the prompt are finite (:class:`NonFiniteLogitsError` otherwise).
+        """
+        prompt = self.check_prompt(prompt_ids, max_new_tokens)
+        n = check_positive_int(n, "n (the number of particles)")
+        length = int(prompt.shape[0])
+        padded, capacity = self.buffer_sizes(length, max_new_tokens)
+        self.check_memory(n, capacity, padded)
+        if isinstance(prompt, jax.core.Tracer):
+            tokens = jnp.zeros((padded,), jnp.int32).at[:length].set(prompt)
+        else:  # padded on the host: prompts in one bucket reuse every compiled program
+            tokens = np.zeros((padded,), np.int32)
+            tokens[:length] = prompt
+        one, bad = _prompt_state(self, tokens, np.int32(length), capacity)
+        if not isinstance(bad, jax.core.Tracer) and bool(bad):
+            raise NonFiniteLogitsError.at("prefill", None, range(n), n)
+        return _broadcast(one, n)
 
     def logits(self, state: LMState) -> jax.Array:
         """Next-token logits [n, V] (float32)."""
@@ -137,14 +214,13 @@ class LanguageModel(abc.ABC):
         """Append up to L tokens per particle in one forward pass.
 
         tokens [n, L]; mask [n, L] marks real tokens and must be a prefix of each row.
-        Returns (new state, log-probs [n, L] of the tokens under the model, 0 where masked).
-        Tokens beyond the buffer capacity are dropped (their log-prob is still reported).
+        Returns (new state, log-probs [n, L] of the tokens under the model, 0 where masked):
+        entry t is ``log softmax(logits before token t)[token t]``, the logits before token 0
+        being the state's. Tokens beyond the buffer capacity are dropped (their log-prob is
+        still reported). Not jitted: call it inside a jitted function (eagerly it runs op by op).
         """
         tokens = jnp.asarray(tokens, jnp.int32)
         mask = jnp.ones(tokens.shape, bool) if mask is None else jnp.asarray(mask, bool)
-        return _advance_jit(self, state, tokens, mask)
-
-    def _advance(self, state: LMState, tokens: jax.Array, mask: jax.Array):
         n, L = tokens.shape
         positions = state.length[:, None] + jnp.arange(L, dtype=jnp.int32)[None]
         step_logits, cache = self._forward(state.cache, tokens, positions, mask)
@@ -185,21 +261,56 @@ class LanguageModel(abc.ABC):
         """Select particles by index (resampling): every leaf leads with the particle axis."""
         return jax.tree.map(lambda x: x[idx], state)
 
+    # ---- memory -------------------------------------------------------------------------
+    def state_bytes(self, n: int, capacity: int) -> int:
+        """Bytes of the :class:`LMState` of ``n`` particles with a buffer of ``capacity`` tokens.
+
+        Tokens n*T*4, lengths n*8, logits n*V*4 and the model's cache (for a transformer the KV
+        cache, layers * 2 * n * T * kv_heads * head_dim * dtype bytes). Computed from the
+        shapes of :meth:`initial_state` (``jax.eval_shape``: nothing is allocated or run).
+        """
+        padded = min(PROMPT_BUCKET, int(capacity))
+        return self._state_bytes(int(n), int(capacity), padded)
+
+    def _state_bytes(self, n: int, capacity: int, padded: int) -> int:
+        # the abstract trace is prefill's own (jit's trace cache): the check costs no extra trace
+        one = _prompt_state.eval_shape(self, jax.ShapeDtypeStruct((padded,), jnp.int32),
+                                       jax.ShapeDtypeStruct((), jnp.int32), capacity)[0]
+        return n * int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
+                           for x in jax.tree.leaves(one)))
+
+    def check_memory(self, n: int, capacity: int, padded: int | None = None) -> None:
+        """Raise :class:`InputError` up front when the state of ``n`` particles cannot fit.
+
+        Compares :meth:`state_bytes` with :func:`available_memory_bytes` of the default
+        device (skipped when that is unknown).
+        """
+        needed = self._state_bytes(int(n), int(capacity), min(PROMPT_BUCKET, capacity) if padded is None else padded)
+        free = available_memory_bytes()
+        if free is not None and needed > free:
+            raise InputError(
+                f"{n} particles with a buffer of {capacity} tokens need about {_gib(needed)} for the model "
+                f"state (KV cache, logits, tokens) but only {_gib(free)} of memory is available: lower n "
+                "(the number of particles) or max_new_tokens, or run in several batches")
+
     # ---- validation ---------------------------------------------------------------------
-    def _check_prompt(self, prompt_ids, max_new_tokens) -> jax.Array:
-        if isinstance(prompt_ids, str):
-            raise InputError("prompt_ids must be token ids; encode text with lm.tokenizer.encode(text)")
-        prompt = jnp.asarray(prompt_ids, jnp.int32)
-        if prompt.ndim != 1:
-            raise InputError(f"the prompt must be a 1-D sequence of token ids, got shape {prompt.shape}")
-        if prompt.shape[0] == 0:
-            raise InputError("the prompt is empty: give at least one token (e.g. the BOS or EOS id)")
+    def check_prompt(self, prompt_ids, max_new_tokens):
+        """Validate a prompt at the public boundary; returns int32 ids (numpy, or the tracer).
+
+        Token ids must be integers in ``[0, vocab_size)`` (floats are refused, not truncated);
+        the prompt must be non-empty and, with ``max_new_tokens``, fit the model's context.
+        """
         check_positive_int(max_new_tokens, "max_new_tokens")
         if isinstance(prompt_ids, jax.core.Tracer):
-            return prompt
-        lo, hi = int(prompt.min()), int(prompt.max())
-        if lo < 0 or hi >= self.vocab_size:
-            raise InputError(f"prompt token ids must lie in [0, {self.vocab_size}), got {lo}..{hi}")
+            if prompt_ids.ndim != 1 or prompt_ids.shape[0] == 0:
+                raise InputError(f"the prompt must be a non-empty 1-D sequence of token ids, got shape {prompt_ids.shape}")
+            if not jnp.issubdtype(prompt_ids.dtype, jnp.integer):
+                raise InputError(f"token ids must be integers, got dtype {prompt_ids.dtype}")
+            prompt = prompt_ids.astype(jnp.int32)
+        else:
+            prompt = as_token_ids(prompt_ids, self.vocab_size, "the prompt")
+            if prompt.shape[0] == 0:
+                raise InputError("the prompt is empty: give at least one token (e.g. the BOS or EOS id)")
         if self.max_length is not None and prompt.shape[0] + max_new_tokens > self.max_length:
             raise InputError(
                 f"prompt length {prompt.shape[0]} + max_new_tokens {max_new_tokens} exceeds the "
@@ -208,14 +319,159 @@ class LanguageModel(abc.ABC):
         return prompt
 
 
-# Subclasses are pytrees, so the model itself is a jit argument (weights are not constants).
-_initial_jit = jax.jit(lambda lm, prompt, length, capacity: lm._initial(prompt, length, capacity),
-                       static_argnums=3)
-_advance_jit = jax.jit(lambda lm, state, tokens, mask: lm._advance(state, tokens, mask))
+def broadcast_particles(state: LMState, n: int) -> LMState:
+    """Broadcast a state whose leaves lead with 1 particle to ``n`` particles (traceable)."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), state)
 
 
+# prefill's compiled parts: the prompt pass (per prompt bucket and capacity; the particle count
+# does not recompile it) and the broadcast to n particles (cheap to compile)
+@functools.partial(jax.jit, static_argnames=("capacity",))
+def _prompt_state(lm: LanguageModel, tokens, length, capacity: int):
+    one = lm.prompt_state(tokens, length, capacity)
+    return one, nonfinite_rows(one.logits)[0]
+
+
+_broadcast = jax.jit(broadcast_particles, static_argnames=("n",))
+
+
+# ---- public helpers ----------------------------------------------------------------------
 def check_positive_int(value, name: str) -> int:
     """Validate a count at the public boundary."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def as_token_ids(ids, vocab_size: int, what: str = "token ids") -> np.ndarray:
+    """Host-side validation of token ids: a 1-D int32 numpy array with every id in [0, vocab_size).
+
+    Refuses text (encode it first), floats (never truncated), booleans, nested or ragged
+    sequences and ids that overflow, each with an :class:`InputError` saying what to change.
+    """
+    if isinstance(ids, (str, bytes)):
+        raise InputError(f"{what} must be token ids; encode text with lm.tokenizer.encode(text)")
+    if isinstance(ids, (list, tuple)) and ids and all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids):
+        ids = [int(i) for i in ids]  # Python ints: range-checked before any fixed-width conversion
+        if min(ids) < 0 or max(ids) >= vocab_size:
+            raise InputError(f"{what}: prompt token ids must lie in [0, {vocab_size}), got {min(ids)}..{max(ids)}")
+    try:
+        arr = np.asarray(jax.device_get(ids) if isinstance(ids, jax.Array) else ids)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what} must be a 1-D sequence of integer token ids ({e})") from None
+    if arr.ndim != 1:
+        raise InputError(f"{what} must be a 1-D sequence of token ids, got shape {arr.shape}")
+    if arr.size and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer)):
+        example = next((i for i in arr if isinstance(i, bool) or not isinstance(i, numbers.Integral)), arr[0])
+        raise InputError(f"{what} must be integer token ids, got {arr.dtype} values such as {example!r} "
+                         "(floats are not truncated: convert with np.asarray(ids, int) if they are whole numbers)")
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= vocab_size:
+            raise InputError(f"{what}: prompt token ids must lie in [0, {vocab_size}), got {lo}..{hi}")
+    return arr.astype(np.int32)
+
+
+_KEY_FORMS = ("an int seed (e.g. 0), a key from jax.random.key(seed), "
+              "or a raw key from jax.random.PRNGKey(seed)")
+
+
+def as_key(key) -> jax.Array:
+    """A PRNG key from ``key``: an int seed becomes ``jax.random.key(seed)``; a typed key
+    (``jax.random.key``) or a raw uint32 key (``jax.random.PRNGKey``) passes unchanged.
+
+    Anything else (None, a float, a batch of keys, a seed outside the 64-bit signed range)
+    raises :class:`InputError` naming the accepted forms. Traceable for keys and int tracers.
+    """
+    if isinstance(key, bool) or key is None:
+        raise InputError(f"key must be {_KEY_FORMS}; got {key!r}")
+    if isinstance(key, numbers.Integral):
+        if not -(2**63) <= int(key) < 2**63:
+            raise InputError(f"key {key} is outside the 64-bit seed range [-2**63, 2**63): use a smaller int "
+                             f"seed; key must be {_KEY_FORMS}")
+        return jax.random.key(int(key))
+    dtype = getattr(key, "dtype", None)
+    shape = getattr(key, "shape", None)
+    if dtype is not None:
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            if shape == ():
+                return key
+            raise InputError(f"key must be one key, got a batch of keys with shape {shape}; pass keys[0] "
+                             "or split inside your loop")
+        if dtype == jnp.uint32 and len(shape) == 1:
+            return key
+        if shape == () and jnp.issubdtype(dtype, jnp.integer):
+            return jax.random.key(key if isinstance(key, jax.core.Tracer) else int(key))
+    raise InputError(f"key must be {_KEY_FORMS}; got {type(key).__name__}"
+                     + (f" with dtype {dtype} and shape {shape}" if dtype is not None else f" {key!r}"))
+
+
+def nonfinite_rows(logits: jax.Array) -> jax.Array:
+    """[n] bool (traceable): rows of next-token logits [n, V] that are not a distribution.
+
+    A row is non-finite when it holds a NaN or a +inf, or when every entry is -inf (no token
+    possible). A -inf on some tokens is legitimate (a masked or impossible token).
+    """
+    logits = jnp.asarray(logits)
+    bad = jnp.isnan(logits) | (logits == jnp.inf)
+    return jnp.any(bad, -1) | jnp.all(logits == -jnp.inf, -1)
+
+
+def check_finite_logits(logits, where: str = "the model", step: int | None = None) -> None:
+    """Host-side check: raise :class:`NonFiniteLogitsError` naming the rows of ``logits`` [n, V]
+    that :func:`nonfinite_rows` flags (eager only; inside jit use ``nonfinite_rows``)."""
+    bad = np.asarray(jax.device_get(nonfinite_rows(logits)))
+    if bad.any():
+        raise NonFiniteLogitsError.at(where, step, np.flatnonzero(bad), bad.shape[0])
+
+
+def available_memory_bytes(device=None) -> int | None:
+    """Free memory (bytes) for arrays on ``device`` (default: JAX's default device).
+
+    On an accelerator: ``bytes_limit - bytes_in_use`` from ``device.memory_stats()``. On the
+    CPU: the host's available memory (``MemAvailable`` in /proc/meminfo, else
+    ``SC_AVPHYS_PAGES * SC_PAGE_SIZE``), capped by a cgroup memory limit when there is one.
+    None when unknown (the memory check is then skipped).
+    """
+    device = jax.devices()[0] if device is None else device
+    if device.platform != "cpu":
+        try:
+            stats = device.memory_stats() or {}
+        except Exception:  # noqa: BLE001 - a backend without memory stats
+            stats = {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return None
+    free = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit != "max" and int(limit) < 2**60:
+                free = min(free, int(limit) - int(Path(usage_file).read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    return max(int(free), 0)
+
+
+def _gib(num_bytes: int) -> str:
+    return f"{num_bytes / 2**30:.1f} GiB ({num_bytes:,} bytes)"
+
+
+__all__ = [
+    "PROMPT_BUCKET", "InputError", "LMState", "LanguageModel", "NonFiniteLogitsError", "as_key",
+    "as_token_ids", "broadcast_particles", "available_memory_bytes", "check_finite_logits", "check_positive_int", "nonfinite_rows",
+]

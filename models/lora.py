@@ -14,7 +14,9 @@
 
 Adapters share one small interface: ``init(key) -> params`` (a pytree of arrays),
 ``check(params)`` (raises :class:`InputError` on a shape mismatch), and ``apply(params)``
-(a proposal LM) or ``bind(params)`` (a twist for :class:`GuidedLM`).
+(a proposal LM) or ``bind(params)`` (a twist for :class:`GuidedLM`: a
+:class:`TableTwistRows` or :class:`HeadTwistRows`, pytrees whose parameters are leaves).
+Everything here is data for ``jax.jit``: new parameter values reuse compiled programs.
 
 >>> import jax
 >>> from genppl import models
@@ -146,29 +148,39 @@ class LoRA:
 
 # ---- twists -----------------------------------------------------------------------------
 @jax.tree_util.register_pytree_node_class
-class _BoundTwist:
-    """A twist model with its parameters (pytree leaves), used inside GuidedLM."""
+class TableTwistRows:
+    """A :class:`TabularTwist` bound to its parameters (pytree leaves): the row
+    log psi(x_<t, .) is the table's row for the prefix code of x_<t."""
 
-    def __init__(self, kind: str, params):
-        self.kind, self.params = kind, params
+    kind = "table"
+    needs_hidden = False
+
+    def __init__(self, params):
+        self.params = params
 
     def tree_flatten(self):
-        return (self.params,), self.kind
+        return (self.params,), None
 
     @classmethod
-    def tree_unflatten(cls, kind, children):
-        return cls(kind, children[0])
-
-    @property
-    def needs_hidden(self) -> bool:
-        return self.kind == "head"
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0])
 
     def rows(self, base_cache, last_pos, hidden):
         """log psi(x_<t v) [n, V] after each particle's last real token."""
-        if self.kind == "table":
-            n = last_pos.shape[0]
-            code = base_cache["code"][jnp.arange(n), last_pos]
-            return self.params["log_psi"][code]
+        n = last_pos.shape[0]
+        code = base_cache["code"][jnp.arange(n), last_pos]
+        return self.params["log_psi"][code]
+
+
+@jax.tree_util.register_pytree_node_class
+class HeadTwistRows(TableTwistRows):
+    """A :class:`TwistHead` bound to its parameters: log psi(x_<t, .) = h_t @ W + b from the
+    decoder's final hidden state h_t after the last real token."""
+
+    kind = "head"
+    needs_hidden = True
+
+    def rows(self, base_cache, last_pos, hidden):
         return hidden.astype(jnp.float32) @ self.params["w"] + self.params["b"]
 
 
@@ -187,7 +199,7 @@ class TabularTwist:
         check_params(self.init(None), params, "TabularTwist")
 
     def bind(self, params):
-        return _BoundTwist("table", params)
+        return TableTwistRows(params)
 
     def __repr__(self) -> str:
         return f"TabularTwist({self.lm!r})"
@@ -212,7 +224,7 @@ class TwistHead:
         check_params(self.init(None), params, "TwistHead")
 
     def bind(self, params):
-        return _BoundTwist("head", params)
+        return HeadTwistRows(params)
 
     def __repr__(self) -> str:
         return f"TwistHead(hidden={self.lm.config.hidden_size}, vocab={self.lm.vocab_size})"

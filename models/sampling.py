@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import functools
 import html
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .interface import InputError, LanguageModel, check_positive_int
-
-# Counts traces of the decode loop body, keyed by function name: a test asserts one per
-# configuration, i.e. the loop compiles once and not once per token.
-TRACE_COUNTS: collections.Counter = collections.Counter()
+from .interface import InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int, nonfinite_rows
 
 
 @dataclasses.dataclass(frozen=True)
 class Processing:
-    """How logits become the sampling distribution (static: part of the compiled program)."""
+    """How logits become the sampling distribution (hashable: a static part of the compiled program).
+
+    temperature: a positive finite number; any positive value works, down to the smallest
+    float (the limit T -> 0 is greedy decoding, ties shared uniformly). top_k: a positive
+    integer or None. top_p: a number in (0, 1] or None. Values are stored as Python
+    ``float`` / ``int`` so that equal settings compare and hash equal.
+    """
 
     temperature: float = 1.0
     top_k: int | None = None
@@ -28,19 +31,35 @@ class Processing:
 
     def __post_init__(self):
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t <= 0:
             raise InputError(f"temperature must be a positive number, got {t!r} (use e.g. 1.0; "
                              "for greedy decoding use a small temperature such as 1e-4)")
+        object.__setattr__(self, "temperature", float(t))
         if self.top_k is not None:
-            check_positive_int(self.top_k, "top_k")
+            object.__setattr__(self, "top_k", check_positive_int(self.top_k, "top_k"))
         p = self.top_p
-        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1):
-            raise InputError(f"top_p must lie in (0, 1], got {p!r}")
+        if p is not None:
+            if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 < p <= 1:
+                raise InputError(f"top_p must lie in (0, 1], got {p!r}")
+            object.__setattr__(self, "top_p", float(p))
 
 
 def process_logits(logits: jax.Array, processing: Processing = Processing()) -> jax.Array:
-    """Log-probabilities [n, V] of the processed distribution (temperature, then top-k, top-p)."""
-    scaled = logits.astype(jnp.float32) / processing.temperature
+    """Log-probabilities [n, V] of the processed distribution (temperature, then top-k, top-p).
+
+    Temperature: log q = log_softmax((l - max l) / T). The maximum is subtracted *before*
+    dividing, so that a tiny T never overflows: the top logits map to 0 and the others to
+    large negative numbers (or -inf), which is greedy decoding in the limit T -> 0. Top-k
+    keeps the k largest logits; top-p keeps the smallest set of most likely tokens whose mass
+    reaches p (the most likely token is always kept); the rest get -inf.
+    """
+    logits = logits.astype(jnp.float32)
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    # entries equal to a finite max map to exactly 0 (no 0/0 when T underflows to 0 in float32);
+    # a row with a NaN or +inf, or with every entry -inf, stays non-finite (see nonfinite_rows)
+    at_top = (logits == top) & jnp.isfinite(top)
+    temperature = min(processing.temperature, float(np.finfo(np.float32).max))  # T -> inf: uniform
+    scaled = jnp.where(at_top, 0.0, (logits - top) / jnp.float32(temperature))
     if processing.top_k is not None and processing.top_k < scaled.shape[-1]:
         kth = jax.lax.top_k(scaled, processing.top_k)[0][..., -1:]
         scaled = jnp.where(scaled >= kth, scaled, -jnp.inf)
@@ -62,6 +81,8 @@ class Samples:
     token_ids: [n, max_new_tokens] generated ids (EOS included where it was drawn, then 0).
     num_tokens: [n] generated tokens per sequence; finished: [n] whether it ended with EOS.
     log_probs: [n] log p(sequence) under the model's raw distribution.
+    nonfinite: [n] whether the model's logits became NaN/inf for this sequence (it was then
+    stopped, unfinished, its log_probs covering the tokens before; see ``sample``).
     """
 
     token_ids: np.ndarray
@@ -70,6 +91,11 @@ class Samples:
     log_probs: np.ndarray
     texts: list[str]
     prompt: str | None = None
+    nonfinite: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.nonfinite is None:
+            self.nonfinite = np.zeros(len(self.texts), bool)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -78,8 +104,9 @@ class Samples:
         return [tuple(map(int, t[:k])) for t, k in zip(self.token_ids, self.num_tokens)]
 
     def __repr__(self) -> str:
+        bad = int(np.sum(self.nonfinite))
         lines = [f"Samples(n={len(self)}, finished={int(self.finished.sum())}/{len(self)}, "
-                 f"mean tokens={self.num_tokens.mean():.1f})"]
+                 f"mean tokens={self.num_tokens.mean():.1f}" + (f", non-finite logits={bad}" if bad else "") + ")"]
         for text, lp in list(zip(self.texts, self.log_probs))[:5]:
             lines.append(f"  [{lp:8.2f}] {text!r}")
         if len(self) > 5:
@@ -97,36 +124,57 @@ class Samples:
                 f"{rows}</table><p>{len(self)} samples</p>")
 
 
-def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key: jax.Array,
+def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-           min_new_tokens: int = 0) -> Samples:
+           min_new_tokens: int = 0, check_finite: bool = True) -> Samples:
     """Draw ``n`` continuations of one prompt; each stops at EOS or after ``max_new_tokens``.
 
-    EOS is forbidden before ``min_new_tokens`` tokens (as in transformers' ``generate``).
+    Each token is drawn from ``process_logits(logits, Processing(temperature, top_k, top_p))``;
+    the reported ``log_probs`` are under the raw model. EOS is forbidden before
+    ``min_new_tokens`` tokens (as in transformers' ``generate``). ``key``: an int seed or a
+    JAX key (see :func:`models.interface.as_key`). The whole decode loop is one compiled
+    program per (shapes, ``max_new_tokens``, processing, ``min_new_tokens``).
 
-    >>> import jax
+    Non-finite logits (NaN, +inf, or a row of -inf: a broken checkpoint or a low-precision
+    overflow) stop the affected sequence; with ``check_finite`` (the default) ``sample`` then
+    raises :class:`~models.interface.NonFiniteLogitsError` naming the first step and the
+    particles, otherwise it returns them flagged in ``Samples.nonfinite``.
+
     >>> from genppl import models
     >>> lm = models.load()                                    # the bundled model
     >>> ids = lm.tokenizer.encode("S:")
-    >>> out = models.sample(lm, ids, n=4, max_new_tokens=24, key=jax.random.key(0))
+    >>> out = models.sample(lm, ids, n=4, max_new_tokens=24, key=0)
     >>> len(out.texts)
     4
     """
     processing = Processing(temperature, top_k, top_p)
-    if isinstance(min_new_tokens, bool) or not isinstance(min_new_tokens, int) or min_new_tokens < 0:
+    if isinstance(min_new_tokens, bool) or not isinstance(min_new_tokens, numbers.Integral) or min_new_tokens < 0:
         raise InputError(f"min_new_tokens must be a non-negative integer, got {min_new_tokens!r}")
+    key = as_key(key)
     state = lm.prefill(prompt_ids, n, max_new_tokens)
-    prompt_length = int(state.prompt_length[0])
-    tokens, count, finished, logp = generate(lm, state, key, max_new_tokens, processing, min_new_tokens)
-    tokens, count, finished, logp = jax.device_get((tokens, count, finished, logp))
+    prompt_length = int(jax.device_get(state.prompt_length)[0])  # no eager device op (nothing to compile)
+    out = generate(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))
+    tokens, count, finished, logp, bad_step = jax.device_get(out)
+    nonfinite = np.asarray(bad_step) >= 0
+    if check_finite and nonfinite.any():
+        first = int(bad_step[nonfinite].min())
+        raise NonFiniteLogitsError.at("models.sample", first, np.flatnonzero(np.asarray(bad_step) == first), n)
     decode = lm.tokenizer.decode if lm.tokenizer is not None else lambda ids: " ".join(map(str, ids))
     texts = [decode(t[:k]) for t, k in zip(tokens, count)]
-    prompt = decode(list(prompt_ids)[:prompt_length])
-    return Samples(np.asarray(tokens), np.asarray(count), np.asarray(finished), np.asarray(logp), texts, prompt)
+    prompt = decode(np.asarray(prompt_ids).reshape(-1)[:prompt_length].tolist())
+    return Samples(np.asarray(tokens), np.asarray(count), np.asarray(finished), np.asarray(logp), texts, prompt,
+                   nonfinite)
 
 
-def _generate(lm, state, key, max_new_tokens, processing, min_new_tokens=0):
-    """The decode loop: one compiled ``while_loop`` that stops when every particle is done."""
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def generate(lm: LanguageModel, state, key, max_new_tokens: int, processing: Processing, min_new_tokens: int = 0):
+    """The decode loop: one compiled ``while_loop`` that stops when every particle is done.
+
+    Static: ``max_new_tokens``, ``processing`` (a hashable :class:`Processing`) and
+    ``min_new_tokens``. Returns (tokens [n, max_new_tokens], num_tokens [n], finished [n]
+    (ended with EOS), log p [n] under the raw model, nonfinite_step [n] int32: the step at
+    which the particle's logits were non-finite (it stopped there), -1 if never).
+    """
     n = state.num_particles
     start = state.prompt_length[0]
 
@@ -135,22 +183,25 @@ def _generate(lm, state, key, max_new_tokens, processing, min_new_tokens=0):
         return (step < max_new_tokens) & ~jnp.all(done)
 
     def body(carry):
-        TRACE_COUNTS["generate"] += 1
-        step, state, done, logp, key = carry
+        step, state, done, eos, logp, bad_step, key = carry
         key, sub = jax.random.split(key)
+        bad = nonfinite_rows(state.logits) & ~done
+        bad_step = jnp.where(bad, step, bad_step)
+        done = done | bad
         proposal = process_logits(state.logits, processing)
         if min_new_tokens:
             proposal = proposal.at[:, lm.eos_id].set(jnp.where(step < min_new_tokens, -jnp.inf, proposal[:, lm.eos_id]))
         token = jax.random.categorical(sub, proposal, axis=-1).astype(jnp.int32)
         logp = logp + jnp.where(done, 0.0, jax.nn.log_softmax(state.logits, -1)[jnp.arange(n), token])
         state = lm.extend(state, token, active=~done)
-        done = done | (token == lm.eos_id)
-        return step + 1, state, done, logp, key
+        eos = eos | (~done & (token == lm.eos_id))
+        return step + 1, state, done | eos, eos, logp, bad_step, key
 
-    init = (jnp.int32(0), state, jnp.zeros((n,), bool), jnp.zeros((n,), jnp.float32), key)
-    _, state, done, logp, _ = jax.lax.while_loop(cond, body, init)
+    no = jnp.zeros((n,), bool)
+    init = (jnp.int32(0), state, no, no, jnp.zeros((n,), jnp.float32), jnp.full((n,), -1, jnp.int32), key)
+    _, state, _, eos, logp, bad_step, _ = jax.lax.while_loop(cond, body, init)
     generated = jax.lax.dynamic_slice_in_dim(state.tokens, start, max_new_tokens, axis=1)
-    return generated, state.length - start, done, logp
+    return generated, state.length - start, eos, logp, bad_step
 
 
-generate = jax.jit(_generate, static_argnums=(3, 4, 5))
+__all__ = ["Processing", "Samples", "generate", "process_logits", "sample"]

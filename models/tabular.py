@@ -18,6 +18,9 @@ import numpy as np
 from .interface import InputError, LanguageModel
 from .tokenizer import CharTokenizer
 
+#: advance() unrolls up to this many tokens per call (longer blocks use a scan)
+_UNROLL = 8
+
 
 @jax.tree_util.register_pytree_node_class
 class TabularLM(LanguageModel):
@@ -115,6 +118,14 @@ class TabularLM(LanguageModel):
                      "depth": cache["depth"].at[rows, pos].set(next_depth, mode="drop")}
             return cache, self.table[next_code]
 
+        if tokens.shape[1] <= _UNROLL:
+            # a Python loop, not a scan: called eagerly (``lm.extend`` outside jit), a scan would
+            # be re-traced and re-compiled on every call; unrolled, each op's compilation is reused
+            outs = []
+            for t in range(tokens.shape[1]):
+                cache, row = one(cache, (tokens[:, t], positions[:, t], mask[:, t]))
+                outs.append(row)
+            return jnp.stack(outs, axis=1), cache
         cache, logits = jax.lax.scan(one, cache, (tokens.T, positions.T, mask.T))
         return jnp.swapaxes(logits, 0, 1), cache
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import jax
@@ -9,7 +10,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .architectures import ArchConfig, CheckpointError, init_cache, load_checkpoint
-from .interface import LanguageModel
+from .architectures.checkpoint import read_json
+from .interface import InputError, LanguageModel
 from .tokenizer import Tokenizer
 
 
@@ -31,7 +33,8 @@ class TransformerLM(LanguageModel):
         self.max_length = config.max_position_embeddings
         eos = tokenizer.eos_id if tokenizer is not None and tokenizer.eos_id is not None else config.eos_token_id
         if eos is None:
-            raise CheckpointError("the checkpoint names no EOS token: set eos_token_id in config.json")
+            raise CheckpointError("the checkpoint names no EOS token: set eos_token_id in config.json "
+                                  "(or pass eos_id= to models.load)")
         self.eos_id = int(eos)
 
     @classmethod
@@ -40,11 +43,22 @@ class TransformerLM(LanguageModel):
         return cls(graphdef, params, config, tokenizer, dtype)
 
     @classmethod
-    def from_pretrained(cls, path, dtype=jnp.float32) -> "TransformerLM":
-        """Load a local checkpoint directory: config.json, safetensors weights, tokenizer files."""
+    def from_pretrained(cls, path, dtype=jnp.float32, eos_id: int | None = None) -> "TransformerLM":
+        """Load a local checkpoint directory: config.json, safetensors weights, tokenizer files.
+
+        The EOS id is, in order: ``eos_id`` when given; the tokenizer's EOS token
+        (tokenizer_config.json / special_tokens_map.json); ``eos_token_id`` in
+        generation_config.json; ``eos_token_id`` in config.json, as the files state them (no
+        default is invented). With none of them, a :class:`CheckpointError` names the field to add.
+        Every fault (a missing or corrupt file, a tokenizer larger than the model's vocabulary)
+        is one :class:`CheckpointError` (an ``InputError``) naming the file and what to do.
+        """
         dtype = _dtype(dtype)
+        path = Path(path).expanduser()
         decoder, config = load_checkpoint(path, dtype=dtype)
         tokenizer = _load_tokenizer(path, config)
+        eos = resolve_eos_id(path, config, tokenizer, eos_id)
+        tokenizer.eos_id = eos  # the tokenizer carries the resolved EOS (adapters built on it keep it)
         return cls.from_module(decoder, config, tokenizer, dtype)
 
     def tree_flatten(self):
@@ -94,4 +108,38 @@ def _load_tokenizer(path, config: ArchConfig) -> Tokenizer:
             f"{path} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json): "
             "save the tokenizer with tokenizer.save_pretrained(path)"
         )
-    return Tokenizer.from_pretrained(path, vocab_size=config.vocab_size)
+    try:
+        return Tokenizer.from_pretrained(path, vocab_size=config.vocab_size)
+    except CheckpointError as e:
+        if str(path) in str(e):
+            raise
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def resolve_eos_id(path, config: ArchConfig, tokenizer, eos_id=None) -> int:
+    """The EOS id of a checkpoint directory (see :meth:`TransformerLM.from_pretrained` for the order)."""
+    path = Path(path)
+    vocab = config.vocab_size
+    if eos_id is not None:
+        if isinstance(eos_id, bool) or not isinstance(eos_id, numbers.Integral) or not 0 <= eos_id < vocab:
+            raise InputError(f"eos_id must be a token id in [0, {vocab}), got {eos_id!r}")
+        return int(eos_id)
+    candidates = [("the tokenizer's eos_token (tokenizer_config.json)",
+                   None if tokenizer is None else tokenizer.hf.eos_token_id)]
+    gen_file = path / "generation_config.json"
+    if gen_file.exists():
+        gen = read_json(gen_file, "re-save it with model.generation_config.save_pretrained(path) or delete it")
+        value = gen.get("eos_token_id")
+        value = value[0] if isinstance(value, list) and value else value
+        candidates.append(("eos_token_id in generation_config.json", value))
+    candidates.append(("eos_token_id in config.json", config.eos_token_id))
+    for source, value in candidates:
+        if value is None or value == []:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < vocab:
+            raise CheckpointError(f"{source} of {path} is {value!r}, not a token id in [0, {vocab}): fix it")
+        return int(value)
+    raise CheckpointError(
+        f"{path} names no EOS token: add \"eos_token_id\": <id> to config.json (or generation_config.json), "
+        "or set eos_token in tokenizer_config.json, or pass eos_id=<id> to models.load / "
+        "TransformerLM.from_pretrained")

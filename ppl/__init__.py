@@ -4,13 +4,14 @@ A target is ``pi(x) ∝ p_LM(x)^alpha * phi(x)``; a :class:`Program` bundles the
 the potential ``phi`` and the proposal, and inference kernels run it.
 """
 
+from . import proposals
 from .constraints import BannedTokens, MaxLength, MinLength, TokenMask
 from .potential import Potential, Power, Product
-from .program import Program, ProgramState
+from .program import Program, ProgramState, where_rows
 
 __all__ = [
     "BannedTokens", "MaxLength", "MinLength", "Potential", "Power", "Product", "Program",
-    "ProgramState", "TokenMask",
+    "ProgramState", "TokenMask", "proposals", "where_rows",
 ]
 
 # sequence-level scorers, twists, and effect-handler programs

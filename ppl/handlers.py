@@ -50,7 +50,6 @@ them), plates that give a site more than one value per particle.
 
 from __future__ import annotations
 
-import itertools
 import numbers
 
 import jax
@@ -59,6 +58,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
+from numpyro.primitives import Messenger
 
 from genppl.models.interface import InputError, LanguageModel
 
@@ -93,8 +93,9 @@ def factor(name: str, log_weight) -> None:
 def condition(name_or_pred, pred=None) -> None:
     """Hard constraint: ``condition(pred)`` or ``condition(name, pred)`` adds 0 where ``pred``
     holds and -inf elsewhere (``pred`` boolean, a scalar or one value per particle)."""
-    if pred is None:
-        name, pred = _auto_name("condition"), name_or_pred
+    auto = pred is None
+    if auto:
+        name, pred = "_condition", name_or_pred  # numbered by the AutoName handler of the run
     else:
         name = name_or_pred
         _check_name(name, "condition")
@@ -102,7 +103,8 @@ def condition(name_or_pred, pred=None) -> None:
     if pred.dtype != jnp.bool_:
         raise InputError(f"condition({name!r}, pred) needs a boolean pred, got dtype {pred.dtype}; "
                          "use factor(name, log_weight) for a soft score")
-    numpyro.factor(name, jnp.where(pred, 0.0, -jnp.inf).astype(jnp.float32))
+    unit = dist.Unit(jnp.where(pred, 0.0, -jnp.inf).astype(jnp.float32))
+    numpyro.sample(name, unit, obs=unit.sample(None), infer={"is_auxiliary": True, "auto_name": auto})
 
 
 def _check_name(name, what):
@@ -110,16 +112,18 @@ def _check_name(name, what):
         raise InputError(f"{what} needs a site name (a non-empty string) first, got {name!r}")
 
 
-# unnamed conditions get names that are unique within one run of a step function
-_COUNTERS: list = []
+class AutoName(Messenger):
+    """Numbers the unnamed conditions of one run of a step function (``_condition_0``, ...):
+    a handler scoped to the run, so names never depend on earlier runs."""
 
+    def __init__(self, fn=None):
+        self.count = 0
+        super().__init__(fn)
 
-def _auto_name(prefix: str) -> str:
-    counter = _COUNTERS[-1] if _COUNTERS else _GLOBAL_COUNTER
-    return f"_{prefix}_{next(counter)}"
-
-
-_GLOBAL_COUNTER = itertools.count()
+    def process_message(self, msg):
+        if msg["type"] == "sample" and (msg.get("infer") or {}).get("auto_name"):
+            msg["name"] = f"{msg['name']}_{self.count}"
+            self.count += 1
 
 
 # ---- the context a step function sees ------------------------------------------------------
@@ -238,6 +242,7 @@ class HandlerPotential(Potential):
     """
 
     token_level = True
+    static_exclude = ("_tables",)
 
     def __init__(self, step_fn, tokenizer, finish=None, init_state=None, token_site: str | None = None,
                  vocab_batch_size: int | None = None, eos_id: int | None = None):
@@ -262,20 +267,20 @@ class HandlerPotential(Potential):
         self.tokenizer, self.eos_id = tokenizer, int(eos_id)
         self.init_state, self.token_site = init_state, token_site
         self.vocab_batch_size = vocab_batch_size
-        self._tables: dict[str, np.ndarray] = {}
 
     # ---- helpers the context uses -------------------------------------------------------
     def contains_table(self, text: str) -> jax.Array:
         """[V] bool: whether each token's bytes contain ``text`` (cached per text)."""
         if not isinstance(text, str) or not text:
             raise InputError(f"token_has needs a non-empty string, got {text!r}")
-        if text not in self._tables:
+        tables = self.__dict__.setdefault("_tables", {})  # host-side cache, not part of the pytree
+        if text not in tables:
             token_bytes = getattr(self.tokenizer, "token_bytes", None)
             if token_bytes is None:
                 raise InputError("ctx.token_has needs a tokenizer with .token_bytes (e.g. lm.tokenizer)")
             needle = text.encode("utf-8")
-            self._tables[text] = np.array([needle in b for b in token_bytes], bool)
-        return jnp.asarray(self._tables[text])
+            tables[text] = np.array([needle in b for b in token_bytes], bool)
+        return jnp.asarray(tables[text])
 
     # ---- running the user's functions under numpyro's handlers --------------------------
     def _trace(self, fn, ctx, tok=None, key=None, role="step"):
@@ -295,14 +300,10 @@ class HandlerPotential(Potential):
                              "use observe(name, dist, value), or factor(name, log_weight)"
                              + (f" (the token site is named {self.token_site!r})" if self.token_site else ""))
 
-        model = handlers.substitute(lambda: fn(ctx), substitute_fn=token_value)
+        model = AutoName(handlers.substitute(lambda: fn(ctx), substitute_fn=token_value))
         if key is not None:
             model = handlers.seed(model, rng_seed=key)
-        _COUNTERS.append(itertools.count())
-        try:
-            tr = handlers.trace(model).get_trace()
-        finally:
-            _COUNTERS.pop()
+        tr = handlers.trace(model).get_trace()
         if role == "step" and not claimed:
             if self.token_site is not None:
                 raise InputError(f"the step function has no sample site named {self.token_site!r} "
@@ -412,13 +413,12 @@ class HandlerPotential(Potential):
         return f"HandlerPotential({name}{', finish' if self.finish is not None else ''})"
 
 
-@jax.tree_util.register_pytree_node_class
 class EffectProgram(Program):
     """A :class:`ppl.Program` whose potential is a step function (a :class:`HandlerPotential`).
 
     ``EffectProgram(step_fn, lm, prompt_ids, max_new_tokens, finish=None, init_state=None,
-    potential=None, token_site=None, vocab_batch_size=None, alpha=1.0, proposal="optimal",
-    step_delimiter=None)``: ``potential`` (optional) is multiplied in, e.g. a
+    potential=None, token_site=None, vocab_batch_size=None, alpha=1.0, step_delimiter=None,
+    stop=None)``: ``potential`` (optional) is multiplied in, e.g. a
     :class:`ppl.HostScorer`. Every kernel that runs a Program runs it.
     """
 

@@ -22,8 +22,75 @@ import jax
 import jax.numpy as jnp
 
 
+class _Static:
+    """The static part of a potential's pytree: its non-data attributes, compared by value.
+
+    Values that cannot be hashed (a user's object without ``__hash__``) compare by identity.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = tuple(sorted(items))
+
+    def __eq__(self, other):
+        if not isinstance(other, _Static) or len(self.items) != len(other.items):
+            return False
+        for (ka, va), (kb, vb) in zip(self.items, other.items):
+            if ka != kb or not (va is vb or _equal(va, vb)):
+                return False
+        return True
+
+    def __hash__(self):
+        return hash(tuple((k, _hash(v)) for k, v in self.items))
+
+
+def _equal(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # arrays or objects without a boolean equality
+        return False
+
+
+def _hash(value):
+    try:
+        return hash(value)
+    except TypeError:
+        return id(value)
+
+
+def _flatten(potential):
+    cls = type(potential)
+    data = tuple(getattr(potential, name) for name in cls.data_fields)
+    static = [(k, v) for k, v in vars(potential).items()
+              if k not in cls.data_fields and k not in cls.static_exclude]
+    return data, _Static(static)
+
+
+def _unflatten(cls, static, data):
+    potential = object.__new__(cls)
+    potential.__dict__.update(static.items)
+    potential.__dict__.update(zip(cls.data_fields, data))
+    return potential
+
+
 class Potential:
-    """Base class: the neutral potential (log phi = 0). Override what applies."""
+    """Base class: the neutral potential (log phi = 0). Override what applies.
+
+    Every potential is a pytree (subclasses are registered automatically): the attributes
+    named in ``data_fields`` (tables, weights, nested potentials) are its leaves, every other
+    attribute is static and must be hashable. Two potentials of one kind whose tables have
+    the same shapes therefore share one compiled sweep. Attributes named in
+    ``static_exclude`` (a regex's pattern text, say) are for display only: they are dropped
+    when flattening, so code that runs under ``jit`` must not read them.
+    """
+
+    data_fields: tuple[str, ...] = ()
+    static_exclude: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, _flatten, lambda s, d: _unflatten(cls, s, d))
 
     #: True when ``logw_next`` gives the increment for every next token.
     token_level: bool = False
@@ -73,6 +140,8 @@ def _factors(p: Potential):
 class Product(Potential):
     """phi_1 * phi_2 * ...: increments add; the state is the tuple of the factors' states."""
 
+    data_fields = ("factors",)
+
     def __init__(self, factors):
         self.factors = tuple(factors)
         self.token_level = any(f.token_level for f in self.factors)
@@ -117,6 +186,8 @@ def scale(alpha: float, logw: jax.Array) -> jax.Array:
 class Power(Potential):
     """phi ** alpha: every increment is multiplied by alpha (hard zeros stay zero)."""
 
+    data_fields = ("base", "alpha")
+
     def __init__(self, base: Potential, alpha: float):
         self.base, self.alpha = base, alpha
         self.token_level, self.on_host = base.token_level, base.on_host
@@ -138,4 +209,16 @@ class Power(Potential):
         return scale(self.alpha, self.base.logw_cap(pstate, lm_state))
 
     def __repr__(self) -> str:
-        return f"({self.base!r}) ** {self.alpha:g}"
+        return f"({self.base!r}) ** {float(self.alpha):g}"
+
+
+jax.tree_util.register_pytree_node(Potential, _flatten, lambda s, d: _unflatten(Potential, s, d))
+
+
+def has_boundary(potential: Potential) -> bool:
+    """Whether any factor overrides the sequence-level hook (kernels skip it otherwise)."""
+    if isinstance(potential, Product):
+        return any(has_boundary(f) for f in potential.factors)
+    if isinstance(potential, Power):
+        return has_boundary(potential.base)
+    return type(potential).logw_boundary is not Potential.logw_boundary

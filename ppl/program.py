@@ -1,18 +1,21 @@
 """Programs: the state-space model that inference kernels run.
 
-A :class:`Program` is an LM, a prompt, a potential, a power ``alpha``, a proposal, a step
-boundary and a length cap. Its target over finished continuations is
+A :class:`Program` is an LM, a prompt, a potential, a power ``alpha``, a step boundary and
+a length cap. Its target over finished continuations is
 
     pi(x) ∝ p(x | prompt)^alpha * phi(x).
 
-Kernels only call :meth:`Program.init`, :meth:`Program.step` (or :meth:`token_step`) and
-read :class:`ProgramState`; they never reach into the LM. Every transition returns the
-incremental log-weight of the standard Feynman–Kac construction (ALGORITHMS.md):
+Kernels call :meth:`Program.init`, :meth:`Program.step` (or :meth:`token_step`) with a
+proposal of their choice (:mod:`ppl.proposals`) and read :class:`ProgramState`; they never
+reach into the LM. Every transition returns the incremental log-weight of the Feynman–Kac
+construction with proposal q:
 
-    log G = alpha * log p(v) + logw_next(v) - log q(v)        (bootstrap / custom q)
-    log G = log sum_v p(v)^alpha exp(logw_next(v))            (locally optimal q)
+    log G = alpha * log p(v) + logw_next(v) - log q(v)        (any q)
+    log G = log sum_v p(v)^alpha exp(logw_next(v))            (locally optimal q ∝ p^alpha e^logw_next)
 
-so that, summed over a finished sequence, the log-weights equal log pi_unnorm(x) - log q(x).
+where ``logw_next`` is the token-level potential's increment; sequence-level increments are
+added at step boundaries. Summed over a finished sequence, the log-weights equal
+log pi_unnorm(x) - log q(x), so sum_x q(x) exp(sum of log G) = Z = sum_x p(x)^alpha phi(x).
 
 With ``stop=[...]`` a particle also finishes right after the first occurrence of a stop
 string (counted as ``eos``, with no EOS probability): the target is then over continuations
@@ -21,19 +24,20 @@ that end at EOS, at their first stop string, or at the cap.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from genppl.models.interface import InputError, LanguageModel, LMState, check_positive_int
-from genppl.models.sampling import Processing, process_logits
+from genppl.models.interface import PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int
 
-from .potential import Potential, scale
-from .strings import StopStrings
+try:  # TEMP(lead): until the constraints move lands
+    from .constraints import StopStrings
+except ImportError:
+    from .strings import StopStrings
+from .potential import Potential, has_boundary, scale
 
 
 @struct.dataclass
@@ -57,18 +61,17 @@ class ProgramState:
         return self.done.shape[0]
 
 
-#: proposal(program, state) -> log q [n, V] over next tokens (e.g. a learned proposal)
-ProposalFn = Callable[["Program", ProgramState], jax.Array]
-
-
 @jax.tree_util.register_pytree_node_class
 class Program:
     """Target pi(x) ∝ p(x)^alpha phi(x) over continuations of ``prompt_ids``.
 
-    proposal: ``"optimal"`` (q ∝ p^alpha * token-level phi; needs a token-level potential or
-    alpha != 1 to differ from the prior), ``"prior"`` (the LM itself), a
-    :class:`models.Processing` (tempered / truncated LM, importance-corrected), or a function
-    ``(program, state) -> log q [n, V]``.
+    A program says *what* distribution is wanted, never how to sample it: proposals,
+    resamplers and moves are arguments of the kernels. It is a pytree whose leaves are data —
+    the LM's weights, the potential's tables, the prompt (padded to its bucket, with its
+    length), alpha, the stop-string tables — so programs that differ only in those share one
+    compiled sweep. Only ``max_new_tokens``, the kinds of the parts and the table shapes are
+    static.
+
     step_delimiter: a string; a step ends after a token whose bytes contain it (or at EOS or
     the cap). None: every token is a step.
     stop: a string, a list of strings or a :class:`ppl.StopStrings`: a particle finishes right
@@ -82,65 +85,77 @@ class Program:
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
     >>> program = ppl.Program(lm, [1], max_new_tokens=3, potential=ppl.BannedTokens([2]))
     >>> state = program.init(8)
-    >>> state, logw = program.step(jax.random.key(1), state)
+    >>> state, logw = program.step(jax.random.key(1), state, ppl.proposals.locally_optimal())
     >>> logw.shape
     (8,)
     """
 
+    #: attributes that are pytree leaves (data); every other attribute is static
+    data_fields = ("lm", "potential", "prompt", "prompt_length", "alpha", "stop", "ends_step")
+    static_fields = ("max_new_tokens", "step_delimiter")
+
     def __init__(self, lm: LanguageModel, prompt_ids, max_new_tokens: int,
                  potential: Potential | None = None, alpha: float = 1.0,
-                 proposal="optimal", step_delimiter: str | None = None, stop=None):
+                 step_delimiter: str | None = None, stop=None):
         if not isinstance(lm, LanguageModel):
             raise InputError(f"lm must be a models.LanguageModel, got {type(lm).__name__}")
         check_positive_int(max_new_tokens, "max_new_tokens")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise InputError(f"alpha must be a positive number, got {alpha!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+            raise InputError(f"alpha must be a positive finite number, got {alpha!r}")
         if potential is None:
             potential = Potential()
         if not isinstance(potential, Potential):
             raise InputError(f"potential must be a ppl.Potential, got {type(potential).__name__}")
-        if not (proposal in ("optimal", "prior") or isinstance(proposal, Processing) or callable(proposal)):
-            raise InputError("proposal must be 'optimal', 'prior', a models.Processing, "
-                             f"or a function (program, state) -> log q; got {proposal!r}")
-        self.lm = lm
-        self.prompt_ids = tuple(int(t) for t in np.asarray(prompt_ids).reshape(-1)) \
-            if not isinstance(prompt_ids, str) else prompt_ids
-        self.max_new_tokens = int(max_new_tokens)
-        self.potential = potential
-        self.alpha = float(alpha)
-        self.proposal = proposal
-        self.step_delimiter = step_delimiter
         if step_delimiter is not None and (not isinstance(step_delimiter, str) or not step_delimiter):
             raise InputError("step_delimiter must be a non-empty string, e.g. '\\n'")
+        prompt = np.asarray(lm.check_prompt(prompt_ids, max_new_tokens))
+        bucket = -(-len(prompt) // PROMPT_BUCKET) * PROMPT_BUCKET
+        self.lm = lm
+        self.prompt = jnp.asarray(np.pad(prompt, (0, bucket - len(prompt))), jnp.int32)
+        self.prompt_length = jnp.asarray(len(prompt), jnp.int32)
+        self.max_new_tokens = int(max_new_tokens)
+        self.potential = potential
+        self.alpha = jnp.asarray(alpha, jnp.float32)
+        self.step_delimiter = step_delimiter
+        self.ends_step = None if step_delimiter is None else jnp.asarray(delimiter_mask(lm, step_delimiter))
         self.stop = stop if stop is None or isinstance(stop, StopStrings) else StopStrings(stop, lm)
         if self.stop is not None and self.stop.vocab_size != lm.vocab_size:
             raise InputError(f"the stop strings were compiled for {self.stop.vocab_size} tokens but the LM "
                              f"has {lm.vocab_size}: build them from the LM, StopStrings(strings, lm)")
 
-    # the LM is the only traced leaf; everything else is static configuration
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node_class(cls)
+
     def tree_flatten(self):
-        aux = (self.prompt_ids, self.max_new_tokens, self.potential, self.alpha, self.proposal,
-               self.step_delimiter, self.stop)
-        return (self.lm,), aux
+        return (tuple(getattr(self, f) for f in self.data_fields),
+                tuple(getattr(self, f) for f in self.static_fields))
 
     @classmethod
-    def tree_unflatten(cls, aux, children):
+    def tree_unflatten(cls, static, data):
         program = object.__new__(cls)
-        (program.prompt_ids, program.max_new_tokens, program.potential, program.alpha,
-         program.proposal, program.step_delimiter, program.stop) = aux
-        program.lm = children[0]
+        program.__dict__.update(zip(cls.static_fields, static))
+        program.__dict__.update(zip(cls.data_fields, data))
         return program
 
+    @property
+    def prompt_ids(self) -> tuple[int, ...]:
+        """The prompt's token ids (host-side; not available under ``jit``)."""
+        return tuple(int(t) for t in np.asarray(self.prompt)[:int(self.prompt_length)])
+
     def replace(self, **changes) -> "Program":
-        fields = dict(lm=self.lm, prompt_ids=self.prompt_ids, max_new_tokens=self.max_new_tokens,
-                      potential=self.potential, alpha=self.alpha, proposal=self.proposal,
-                      step_delimiter=self.step_delimiter, stop=self.stop)
-        fields.update(changes)
-        return Program(**fields)
+        """A copy with some leaves or static fields replaced (no re-validation)."""
+        unknown = set(changes) - set(self.data_fields) - set(self.static_fields)
+        if unknown:
+            raise InputError(f"Program.replace got unknown fields {sorted(unknown)}")
+        program = object.__new__(type(self))
+        program.__dict__.update(self.__dict__)
+        program.__dict__.update(changes)
+        return program
 
     # ---- transitions --------------------------------------------------------------------
     def init(self, n: int) -> ProgramState:
-        """n particles at the prompt (its cache computed once and shared)."""
+        """n particles at the prompt (its cache computed once and shared). Runs eagerly."""
         lm_state = self.lm.prefill(self.prompt_ids, n, self.max_new_tokens)
         return ProgramState(
             lm=lm_state,
@@ -154,23 +169,15 @@ class Program:
     def next_token_weights(self, state: ProgramState) -> tuple[jax.Array, jax.Array]:
         """(log p [n, V] raw LM, log target increments alpha*log p + token-level phi [n, V])."""
         logp = jax.nn.log_softmax(state.lm.logits.astype(jnp.float32), -1)
-        target = scale(self.alpha, logp) if self.alpha != 1.0 else logp
+        target = scale(self.alpha, logp)
         if self.potential.token_level:
             target = target + self.potential.logw_next(state.potential, state.lm)
         return logp, target
 
-    def proposal_log_probs(self, state: ProgramState, target: jax.Array) -> jax.Array:
-        """log q [n, V] of the configured proposal (rows may be all -inf for dead particles)."""
-        if self.proposal == "optimal":
-            return target - jax.nn.logsumexp(target, -1, keepdims=True)
-        if self.proposal == "prior":
-            return jax.nn.log_softmax(state.lm.logits.astype(jnp.float32), -1)
-        if isinstance(self.proposal, Processing):
-            return process_logits(state.lm.logits, self.proposal)
-        return self.proposal(self, state)
-
-    def token_step(self, key, state: ProgramState, active=None):
-        """Extend every active, unfinished particle by one token.
+    def token_step(self, key, state: ProgramState, proposal, active=None):
+        """Extend every active, unfinished particle by one token drawn from ``proposal``
+        (a function ``(program, state, target) -> (log q [n, V], log w)``, see
+        :mod:`ppl.proposals`).
 
         Returns (state, log G [n], token [n]); finished or inactive particles get log G = 0.
         A particle whose every continuation is ruled out gets log G = -inf and finishes; one
@@ -178,16 +185,13 @@ class Program:
         """
         moving = ~state.done if active is None else (~state.done & active)
         logp, target = self.next_token_weights(state)
-        logq = self.proposal_log_probs(state, target)
+        logq, logw_all = proposal(self, state, target)
         alive = jnp.isfinite(jax.nn.logsumexp(logq, -1))
         token = jax.random.categorical(key, jnp.where(alive[:, None], logq, 0.0), axis=-1).astype(jnp.int32)
         token = jnp.where(alive, token, self.lm.eos_id)
         rows = jnp.arange(token.shape[0])
-        if self.proposal == "optimal":
-            logw = jax.nn.logsumexp(target, -1)  # = target[v] - log q[v] for every v
-        else:
-            logw = target[rows, token] - logq[rows, token]
-        logw = jnp.where(alive, logw, -jnp.inf)
+        logw = jnp.broadcast_to(logw_all, logq.shape)[rows, token]
+        logw = jnp.where(alive & ~jnp.isnan(logw), logw, -jnp.inf)
         log_p_token = jnp.where(alive, logp[jnp.arange(token.shape[0]), token], 0.0)
         return self.append(state, token, logw, log_p_token, moving)
 
@@ -203,7 +207,8 @@ class Program:
         at_cap = moving & ~is_eos & (lm_state.num_generated >= self.max_new_tokens)
         stop_state, ended = state.stop, is_eos
         if self.stop is not None:
-            next_state, stops = self.stop.device_tables()
+            next_state, stops = (self.stop.next_state, self.stop.stops) if hasattr(self.stop, "stops") \
+                else self.stop.device_tables()  # TEMP(lead)
             stop_state = jnp.where(moving, next_state[state.stop, token], state.stop)
             is_stop = moving & alive & ~is_eos & stops[state.stop, token]
             at_cap = at_cap | is_stop  # finished without EOS: the potential's final check
@@ -220,23 +225,16 @@ class Program:
         )
         return new, logw, token
 
-    def delimiter_mask(self) -> np.ndarray:
-        """[V] bool: tokens that end a step (their bytes contain the delimiter)."""
-        if self.step_delimiter is None:
-            return np.zeros((self.lm.vocab_size,), bool)
-        needle = self.step_delimiter.encode()
-        return np.array([needle in b for b in self.lm.tokenizer.token_bytes], bool)
-
-    def step(self, key, state: ProgramState):
-        """One transition: a token, or with a step delimiter, tokens up to the next boundary.
-
-        Sequence-level potentials are added at the boundary. Returns (state, log G [n]).
+    def step(self, key, state: ProgramState, proposal):
+        """One transition: a token, or with a step delimiter, tokens up to the next boundary,
+        each drawn from ``proposal``. Sequence-level potentials are added at the boundary.
+        Returns (state, log G [n]).
         """
         start = state.done
         if self.step_delimiter is None:
-            state, logw, _ = self.token_step(key, state)
-            return self._boundary(state, logw, state.done & ~start)
-        ends_step = jnp.asarray(self.delimiter_mask())
+            state, logw, _ = self.token_step(key, state, proposal)
+            return self.boundary(state, logw, state.done & ~start)
+        ends_step = self.ends_step
 
         def cond(carry):
             state, _, reached, _ = carry
@@ -245,16 +243,16 @@ class Program:
         def body(carry):
             state, logw, reached, key = carry
             key, sub = jax.random.split(key)
-            state, inc, token = self.token_step(sub, state, active=~reached)
+            state, inc, token = self.token_step(sub, state, proposal, active=~reached)
             return state, logw + inc, reached | ends_step[token] & ~state.done, key
 
         state, logw, reached, _ = jax.lax.while_loop(
             cond, body, (state, jnp.zeros(state.done.shape, jnp.float32), jnp.zeros_like(state.done), key))
-        return self._boundary(state, logw, ~start)
+        return self.boundary(state, logw, ~start)
 
-    def _boundary(self, state, logw, at_boundary):
+    def boundary(self, state, logw, at_boundary):
         """Add sequence-level increments for particles at a boundary (dead ones skipped)."""
-        if not _has_boundary(self.potential):
+        if not has_boundary(self.potential):
             return state, logw
         at_boundary = at_boundary & jnp.isfinite(logw)
         pstate, inc = self.potential.logw_boundary(state.potential, state.lm, at_boundary, state.done)
@@ -266,21 +264,23 @@ class Program:
         return texts if self.stop is None else [self.stop.cut(t) for t in texts]
 
     def __repr__(self) -> str:
-        return (f"Program(lm={self.lm!r}, prompt={len(self.prompt_ids)} tokens, "
-                f"max_new_tokens={self.max_new_tokens}, alpha={self.alpha:g}, "
-                f"potential={self.potential!r}, proposal={self.proposal!r}"
-                + (f", stop={list(self.stop.strings)!r})" if self.stop is not None else ")"))
+        try:
+            prompt, alpha = f"{int(self.prompt_length)} tokens", f"{float(self.alpha):g}"
+        except Exception:  # traced
+            prompt, alpha = "traced", "traced"
+        stop = getattr(self.stop, "strings", None)
+        return (f"{type(self).__name__}(lm={self.lm!r}, prompt={prompt}, "
+                f"max_new_tokens={self.max_new_tokens}, alpha={alpha}, potential={self.potential!r}"
+                + (f", step_delimiter={self.step_delimiter!r}" if self.step_delimiter else "")
+                + (f", stop={list(stop)!r})" if stop is not None else ")"))
 
 
-def _has_boundary(potential: Potential) -> bool:
-    """Whether any factor overrides the sequence-level hook (skip it otherwise)."""
-    from .potential import Power, Product
-
-    if isinstance(potential, Product):
-        return any(_has_boundary(f) for f in potential.factors)
-    if isinstance(potential, Power):
-        return _has_boundary(potential.base)
-    return type(potential).logw_boundary is not Potential.logw_boundary
+def delimiter_mask(lm: LanguageModel, delimiter: str) -> np.ndarray:
+    """[V] bool: tokens whose bytes contain ``delimiter`` (they end a step)."""
+    if lm.tokenizer is None:
+        raise InputError("a step delimiter needs the LM's tokenizer (token bytes)")
+    needle = delimiter.encode()
+    return np.array([needle in b for b in lm.tokenizer.token_bytes], bool)
 
 
 def where_rows(mask, new, old):

@@ -88,7 +88,7 @@ class SequenceScorer(_BoundaryScorer):
     when fn of a prefix estimates how promising the prefix is; a prefix scored -inf kills
     the particle for good.
 
-    >>> import jax.numpy as jnp, ppl
+    >>> from genppl import ppl
     >>> longer_is_better = ppl.SequenceScorer(
     ...     lambda tokens, length, prompt_length: 0.5 * (length - prompt_length))
     """
@@ -254,12 +254,16 @@ class StepReward(HostScorer):
     """A process reward model as a potential: ``fn(texts) -> r`` in [0, 1] for partial solutions.
 
     Scored at every step boundary (a program with a ``step_delimiter``) and at the end, with
-    weight ``beta * log r``. Two exact targets (ALGORITHMS.md, step-level particle filtering):
+    weight ``beta * log r``. Two exact targets (step-level particle filtering):
 
     * ``target="product"``: pi(x) ∝ p(x) * prod_k r(x_<=k)^beta over the steps k of x
       (each step's reward is a likelihood, the state-space model of Puri et al. 2025);
     * ``target="final"``: pi(x) ∝ p(x) * r(x)^beta; rewards of partial solutions act as a
       twist (their ratios telescope), guiding resampling without changing the target.
+
+    With steps x_<=1, ..., x_<=K = x, "product" adds beta log r(x_<=k) at every boundary k;
+    "final" adds beta (log r(x_<=k) - log r(x_<=k-1)) (r of the empty prefix taken as 1),
+    whose sum over k is beta log r(x): both sums are the log phi(x) of their target.
 
     r = 0 rules a prefix out. ``fn`` is batched (list of texts -> list of floats) unless
     ``batched=False``.
@@ -290,10 +294,11 @@ class StepReward(HostScorer):
 
 
 class Twist(Potential):
-    """A token-level twist psi from a JAX function ``log_psi(lm_state) -> [n, V]``.
+    """A token-level twist psi from a JAX function ``log_psi(lm_state) -> [n, V]``, or, with
+    ``params``, ``log_psi(params, lm_state) -> [n, V]``.
 
-    ``log_psi(lm_state)[i, v]`` is log psi(x_<t v) for particle i's prefix x_<t and every
-    next token v (e.g. a learned value head). Increments:
+    ``log_psi(...)[i, v]`` is log psi(x_<t v) for particle i's prefix x_<t and every next
+    token v (e.g. a learned value head). Increments:
 
     * non-EOS v: log psi(x_<t v) - log psi(x_<t)  (log psi of the empty prefix is 0);
     * EOS: - log psi(x_<t)  (the twist is removed; its EOS column is ignored);
@@ -303,19 +308,31 @@ class Twist(Potential):
     with the potentials that define the target). The state keeps, per particle, the current
     log psi(x_<t) and the row log psi(x_<t, .) (computed once per token, in ``update``).
     A -inf entry rules the token out; such a particle stays at -inf.
+
+    A pytree: ``params`` (any pytree of arrays, e.g. a value head's weights) are its leaves,
+    so twists that differ only in parameter values share one compiled program; the function
+    and ``eos_id`` are static.
+
+    >>> import jax.numpy as jnp
+    >>> twist = Twist(lambda w, s: s.logits * w, eos_id=0, params=jnp.float32(0.5))
     """
 
     token_level = True
+    data_fields = ("params",)
 
-    def __init__(self, log_psi, eos_id: int):
+    def __init__(self, log_psi, eos_id: int, params=None):
         if not callable(log_psi):
-            raise InputError(f"Twist needs a function lm_state -> log psi [n, V]; got {type(log_psi).__name__}")
+            raise InputError(f"Twist needs a function lm_state -> log psi [n, V] (or (params, lm_state) -> "
+                             f"log psi with params=...); got {type(log_psi).__name__}")
         if isinstance(eos_id, bool) or not isinstance(eos_id, numbers.Integral) or eos_id < 0:
             raise InputError(f"eos_id must be a token id (e.g. lm.eos_id), got {eos_id!r}")
         self.log_psi, self.eos_id = log_psi, int(eos_id)
+        self.params = params
+        self.with_params = params is not None
 
     def _row(self, lm_state):
-        row = jnp.asarray(self.log_psi(lm_state))
+        row = self.log_psi(self.params, lm_state) if self.with_params else self.log_psi(lm_state)
+        row = jnp.asarray(row)
         if row.shape != lm_state.logits.shape:
             raise InputError(f"Twist's log_psi must return shape {tuple(lm_state.logits.shape)} "
                              f"(particles, vocabulary); it returned {row.shape}")

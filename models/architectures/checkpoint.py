@@ -9,6 +9,7 @@ their parts. Loading and saving both walk that one list, so they cannot disagree
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -159,26 +160,51 @@ def _read_config(path: Path) -> dict:
     if not cfg_file.exists():
         raise CheckpointError(f"{path} has no config.json: save the model config there "
                               "(e.g. model.config.save_pretrained(path))")
+    return read_json(cfg_file, "re-save the config with model.config.save_pretrained(path)")
+
+
+def read_json(file: Path, fix: str) -> dict:
+    """A JSON object from ``file``; a :class:`CheckpointError` naming the file and ``fix`` otherwise."""
     try:
-        return json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON ({e}): fix or re-save config.json") from e
+        value = json.loads(Path(file).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{file} is not valid JSON ({e}): the file is corrupt or truncated; {fix}") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {file} ({e}): check the file's permissions; {fix}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{file} holds a JSON {type(value).__name__}, not an object: {fix}")
+    return value
+
+
+@contextlib.contextmanager
+def open_safetensors(file: Path):
+    """``safe_open(file)`` whose failures (a truncated or garbage file) are one CheckpointError naming it."""
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(str(file), framework="flax")
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean an unreadable file
+        raise CheckpointError(_corrupt_weights(file, e)) from None
+    with handle as h:
+        yield h
+
+
+def _corrupt_weights(file, err) -> str:
+    return (f"{file} is not a readable safetensors file ({type(err).__name__}: {err}): it is truncated or "
+            "corrupt; download it again or re-save the model with model.save_pretrained(path, safe_serialization=True)")
 
 
 def _weight_files(path: Path) -> dict:
     """HF tensor name -> safetensors file holding it."""
     single, index = path / WEIGHTS_NAME, path / INDEX_NAME
     if single.exists():
-        from safetensors import safe_open
-
-        with safe_open(str(single), framework="flax") as f:
+        with open_safetensors(single) as f:
             return {k: single for k in f.keys()}
     if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{index} is not a safetensors index (needs a \"weight_map\"): re-save the "
-                                  "checkpoint with save_pretrained(path, safe_serialization=True)") from e
+        fix = "re-save the checkpoint with save_pretrained(path, safe_serialization=True)"
+        weight_map = read_json(index, fix).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index} is not a safetensors index (needs a \"weight_map\" object): {fix}")
         missing = sorted({f for f in weight_map.values() if not (path / f).exists()})
         if missing:
             raise CheckpointError(f"{index} names shard files that are not in {path}: {', '.join(missing[:_SHOW])}; "
@@ -194,14 +220,12 @@ def _weight_files(path: Path) -> dict:
 
 
 def _shapes_in_files(files: dict) -> dict:
-    from safetensors import safe_open
-
     shapes = {}
     by_file: dict = {}
     for name, f in files.items():
         by_file.setdefault(f, []).append(name)
     for f, names in by_file.items():
-        with safe_open(str(f), framework="flax") as h:
+        with open_safetensors(f) as h:
             present = set(h.keys())
             for n in names:
                 if n in present:
@@ -235,9 +259,12 @@ def _mismatch_message(path, config, missing, unexpected, wrong) -> str:
 
 
 def load_checkpoint(path, dtype=jnp.float32) -> tuple[Decoder, ArchConfig]:
-    """Load a local HF checkpoint directory; returns ``(decoder, config)`` with params in ``dtype``."""
-    from safetensors import safe_open
+    """Load a local HF checkpoint directory; returns ``(decoder, config)`` with params in ``dtype``.
 
+    Every fault in the directory (missing or corrupt config.json, unreadable or truncated
+    safetensors, tensors that do not match the config) is one
+    :class:`CheckpointError` naming the file and what to do.
+    """
     path = Path(path).expanduser()
     raw = _read_config(path)
     if "model_type" not in raw:
@@ -269,19 +296,20 @@ def load_checkpoint(path, dtype=jnp.float32) -> tuple[Decoder, ArchConfig]:
     if missing or unexpected or wrong:
         raise CheckpointError(_mismatch_message(path, config, missing, unexpected, wrong))
 
-    handles: dict = {}
-    try:
+    with contextlib.ExitStack() as stack:
+        handles: dict = {}
         for entry in layout:
             f = files[entry.hf_name]
             if f not in handles:
-                handles[f] = safe_open(str(f), framework="flax").__enter__()
-            tensor = jnp.asarray(handles[f].get_tensor(source[entry.hf_name])).astype(dtype)
+                handles[f] = stack.enter_context(open_safetensors(f))
+            try:
+                tensor = handles[f].get_tensor(source[entry.hf_name])
+            except Exception as e:  # noqa: BLE001 - a tensor whose bytes are missing or unreadable
+                raise CheckpointError(_corrupt_weights(f, e)) from None
+            tensor = jnp.asarray(tensor).astype(dtype)
             shapes = [flat[p].get_value().shape for p in entry.paths]
             for p, value in zip(entry.paths, entry.from_hf(tensor, shapes)):
                 flat[p].set_value(value)
-    finally:
-        for h in handles.values():
-            h.__exit__(None, None, None)
     params = nnx.from_flat_state(list(flat.items()))
     return nnx.merge(graphdef, params), config
 

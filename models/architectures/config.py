@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..interface import InputError
+
 SUPPORTED_ARCHITECTURES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
 
@@ -39,8 +41,11 @@ _ACTIVATIONS = {
 }
 
 
-class CheckpointError(ValueError):
-    """A checkpoint or config the library cannot use; the message says what to change."""
+class CheckpointError(InputError):
+    """A checkpoint or config the library cannot use; the message names the file and what to change.
+
+    A subclass of :class:`genppl.models.interface.InputError` (hence of ``ValueError``).
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +117,12 @@ class ArchConfig:
             raw = dict(hf_config)
             model_type = raw.get("model_type")
             _check_model_type(model_type)
+            # token ids as the file states them: transformers' config classes fill a default
+            # EOS (e.g. Llama's 2) that has nothing to do with this checkpoint's tokenizer
+            token_ids = _token_ids(raw)
             raw = _normalise_with_transformers(raw)
+            for name, value in token_ids.items():
+                raw[name] = value
         elif hasattr(hf_config, "to_dict") and hasattr(hf_config, "model_type"):
             _check_model_type(hf_config.model_type)
             raw = hf_config.to_dict()
@@ -122,8 +132,15 @@ class ArchConfig:
                 f"ArchConfig.from_hf needs a transformers config or a config.json dict, got {type(hf_config).__name__}"
             )
         parse = _PARSERS[raw["model_type"]]
-        fields = parse(raw)
-        fields.update(_token_ids(raw))
+        try:
+            fields = parse(raw)
+            fields.update(_token_ids(raw))
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            what = f"no {e}" if isinstance(e, KeyError) else str(e)
+            raise CheckpointError(f"config.json is not a valid {raw['model_type']} config ({what}): fix the field "
+                                  "or re-save the config with model.config.save_pretrained(path)") from e
         fields["hf_config_json"] = json.dumps(_jsonable(raw), sort_keys=True)
         config = cls(**fields)
         config.validate()
@@ -185,9 +202,15 @@ def _jsonable(x):
 
 
 def _first(value):
+    """The first id of a token-id field (an int, a list of ints, or null)."""
     if isinstance(value, (list, tuple)):
-        return int(value[0]) if value else None
-    return None if value is None else int(value)
+        value = value[0] if value else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 0:
+        raise CheckpointError(f"token id {value!r} in config.json is not a non-negative integer: fix "
+                              "eos_token_id / bos_token_id / pad_token_id")
+    return int(value)
 
 
 def _token_ids(raw: dict) -> dict:

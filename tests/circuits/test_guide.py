@@ -13,6 +13,7 @@ from genppl import models
 from genppl import ppl
 from genppl.models.interface import InputError
 from tests.circuits.brute import finished_sequences, joint
+from tests.compile_count import count_compiles
 from tests.helpers import assert_matches_law
 
 VOCAB, EOS, CAP = 4, 0, 4  # tokens "$abc"
@@ -40,15 +41,15 @@ def exact_psi(hmm, tdfa, prefix, v, min_new):
 
 
 @pytest.mark.parametrize("min_new, max_classes", [(0, 64), (2, 64), (2, 0)])
-def test_guide_equals_enumeration_over_every_continuation(min_new, max_classes, monkeypatch):
+def test_guide_equals_enumeration_over_every_continuation(min_new, max_classes):
     # max_classes 0: the per-successor-state computation instead of the per-token-class one
-    monkeypatch.setattr(circuits.guide, "MAX_CLASSES", max_classes)
     with enable_x64():
         lm = tiny_lm()
         hmm = circuits.HMM.random(jax.random.key(1), num_states=3, vocab_size=VOCAB).astype(jnp.float64)
         tdfa = circuits.constraint_dfa(lm, regex="[ab]*c[ab]*") if min_new else \
             circuits.constraint_dfa(lm, keywords=["ab"], banned=["ca"], whole_word=False)
-        guide = circuits.HMMGuide(hmm, tdfa, max_new_tokens=CAP, min_new_tokens=min_new)
+        guide = circuits.HMMGuide(hmm, tdfa, max_new_tokens=CAP, min_new_tokens=min_new, max_classes=max_classes)
+        assert guide.by_class == (max_classes > 0)
         symbols = [t for t in range(VOCAB) if t != EOS]
         update, psi_next = jax.jit(guide.update), jax.jit(guide.log_psi_next)
         extend = jax.jit(lm.extend)
@@ -111,8 +112,8 @@ def test_increments_telescope_to_the_constraint_for_any_hmm():
     hmm = circuits.HMM.random(jax.random.key(6), num_states=2, vocab_size=VOCAB)
     tdfa = circuits.constraint_dfa(lm, keywords=["c"], whole_word=False)
     guide = circuits.HMMGuide(hmm, tdfa, max_new_tokens=CAP)
-    program = ppl.Program(lm, [1], CAP, potential=guide, proposal="prior")
-    texts, ids, logw, log_p = circuits.constrained_sample(program, 256, jax.random.key(7))
+    program = ppl.Program(lm, [1], CAP, potential=guide)
+    texts, ids, logw, log_p = circuits.constrained_sample(program, 256, jax.random.key(7), ppl.proposals.prior())
     for seq, w in zip(ids, logw):
         want = 0.0 if accepts(tdfa, tuple(seq), 0) else -math.inf
         assert w == want or abs(w - want) < 1e-5, (seq, w)  # prior proposal: log q = log p_LM
@@ -147,3 +148,30 @@ def test_tokens_the_hmm_never_emits_stay_possible_when_the_dfa_allows_them():
         pstate = update(pstate, state, jnp.array([2]))
     row = np.asarray(logw_next(pstate, state))[0]
     assert np.isfinite(row[1]) and np.all(np.isneginf(np.delete(row, 1)))
+
+
+def test_the_guide_is_data():
+    """HMM tables, backward tables and DFA tables are leaves: guides of equal shapes (and equal
+    token-class sizes, the static ``bounds``) flatten to one treedef and share one compiled
+    sampler, whatever the prompt, the HMM's values or the DFA's values."""
+    lm = tiny_lm()
+    hmm1 = circuits.HMM.random(jax.random.key(1), num_states=3, vocab_size=VOCAB)
+    hmm2 = circuits.HMM.random(jax.random.key(2), num_states=3, vocab_size=VOCAB)
+    ab = circuits.constraint_dfa(lm, keywords=["a"], whole_word=False)
+    ba = circuits.constraint_dfa(lm, keywords=["b"], whole_word=False)
+    g1, g2 = circuits.HMMGuide(hmm1, ab, CAP), circuits.HMMGuide(hmm2, ba, CAP)
+    assert g1.bounds == g2.bounds
+    structure = jax.tree_util.tree_structure
+    assert structure(g1) == structure(g2)
+    leaves, tree = jax.tree_util.tree_flatten(g1)
+    back = jax.tree_util.tree_unflatten(tree, leaves)
+    assert not hasattr(back, "token_dfa") and back.bounds == g1.bounds
+    np.testing.assert_array_equal(np.asarray(back.tables), np.asarray(g1.tables))
+
+    programs = [ppl.Program(lm, [1], CAP, potential=g1), ppl.Program(lm, [2], CAP, potential=g2)]
+    with count_compiles() as compiles:
+        outs = [circuits.constrained_sample(p, 64, jax.random.key(3)) for p in programs]
+    assert compiles.count_of("sample_loop") == 1, compiles
+    for (texts, _, logw, _), letter in zip(outs, "ab"):
+        assert np.isfinite(logw).all()   # the guide never leads a particle into a dead end
+        assert all(letter in t for t in texts), texts

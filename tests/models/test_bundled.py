@@ -63,3 +63,14 @@ def test_bundled_model_writes_the_corpus_format(lm):
     out = models.sample(lm, prompt, 16, 64, jax.random.key(0))
     parsed = [arithmetic.extract_answer(t) for t in out.texts]
     assert sum(a is not None for a in parsed) >= 12, out.texts
+
+
+def test_a_million_particles_fail_up_front(lm):
+    """issue 11 case 10: the KV cache of 10**6 particles is refused in < 2 s with its size."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(models.InputError, match=r"1000000 particles with a buffer of 80 tokens need about") as err:
+        models.sample(lm, lm.tokenizer.encode("S:"), n=10**6, max_new_tokens=64, key=0)
+    assert time.perf_counter() - start < 2.0
+    assert f"{lm.state_bytes(10**6, 80):,} bytes" in str(err.value)

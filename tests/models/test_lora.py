@@ -12,9 +12,8 @@ import pytest
 
 from genppl import models
 from genppl import ppl
-from genppl.inference import variational as vi
-from genppl.inference import variational_objectives as vo
-from genppl.inference.variational_train import Trainer
+from genppl.inference import variational
+from genppl.inference.variational import Trainer
 from genppl.models.interface import InputError
 from tests.checkpoints import save_llama
 
@@ -54,20 +53,41 @@ def test_guided_lm_carries_the_proposal_and_twist_rows(lm):
     prompt = [lm.eos_id] + lm.tokenizer.encode("the")
     tokens = jnp.asarray([[5, 9, 11], [7, 7, 2]], jnp.int32)
     g = guided.prefill(prompt, 2, 4)
-    for t in range(3):
-        g = guided.extend(g, tokens[:, t])
-    g = models.LanguageModel.gather(g, jnp.array([1, 0]))  # resampling keeps rows together
+
+    def extend(guided, g, tokens):  # the per-token verbs are traceable; jit them as a kernel would
+        for t in range(3):
+            g = guided.extend(g, tokens[:, t])
+        return models.LanguageModel.gather(g, jnp.array([1, 0]))  # resampling keeps rows together
+
+    g = jax.jit(extend)(guided, g, tokens)
     # reference: full forward passes of the base and the adapted model over prompt + tokens
     full = jnp.concatenate([jnp.asarray([prompt, prompt]), tokens[jnp.array([1, 0])]], 1)
     positions = jnp.broadcast_to(jnp.arange(full.shape[1]), full.shape)
-    logits, _, hidden = lm.module(full, positions, None, return_hidden=True)
-    adapted_logits, _ = adapted.module(full, positions, None)
+
+    def reference(lm, adapted):
+        logits, _, hidden = lm.module(full, positions, None, return_hidden=True)
+        return logits, hidden, adapted.module(full, positions, None)[0]
+
+    logits, hidden, adapted_logits = jax.jit(reference)(lm, adapted)
     np.testing.assert_allclose(np.asarray(g.logits), np.asarray(logits[:, -1]), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(g.cache["prop_logits"]), np.asarray(adapted_logits[:, -1]),
                                rtol=1e-4, atol=1e-4)
     # the twist row is the head applied to the last hidden state
     want = np.asarray(hidden[:, -1]) @ np.asarray(hp["w"]) + np.asarray(hp["b"])
     np.testing.assert_allclose(np.asarray(g.cache["twist"]), want, rtol=1e-4, atol=1e-4)
+
+
+def test_guided_lms_are_pytrees_whose_parameters_are_leaves(lm):
+    lora, head = models.LoRA(lm, rank=2), models.TwistHead(lm)
+    hp = head.init(None)
+    guided = models.GuidedLM(lm, proposal=lora.apply(lora.init(jax.random.key(0))), twist=head.bind(hp))
+    other = models.GuidedLM(lm, proposal=lora.apply(_perturbed(lora)),
+                            twist=head.bind(jax.tree.map(lambda x: x + 1.0, hp)))
+    assert jax.tree.structure(guided) == jax.tree.structure(other)  # same compiled programs
+    assert any(x is hp["w"] for x in jax.tree.leaves(guided))
+    rebuilt = jax.tree.unflatten(jax.tree.structure(guided), jax.tree.leaves(other))
+    assert isinstance(rebuilt.twist, models.lora.HeadTwistRows) and rebuilt.twist.needs_hidden
+    assert repr(rebuilt) == "GuidedLM(" + repr(lm) + ", proposal, twist=head)"
 
 
 def _program(lm):
@@ -77,18 +97,18 @@ def _program(lm):
 
 def test_exact_samples_of_a_transformer_are_refused(lm):
     program = _program(lm)
-    guide = vi.Guide(proposal=models.LoRA(lm, rank=2))
+    guide = variational.Guide(proposal=models.LoRA(lm, rank=2))
     with pytest.raises(InputError, match="enumerated"):
-        vi.exact_batch(program)
+        variational.exact_batch(program)
     with pytest.raises(InputError, match="enumerated"):
-        Trainer(vo.forward_kl(guide, 4, source="batch"), optax.adam(1e-2), program, batch="exact")
+        Trainer(variational.forward_kl(guide, 4, source=variational.exact_samples), optax.adam(1e-2), program)
 
 
 @pytest.mark.slow
 def test_lora_proposal_trains(lm):
     program = _program(lm)
-    guide = vi.Guide(proposal=models.LoRA(lm, rank=2))
-    trainer = Trainer(vo.trajectory_balance(guide, 4), optax.adam(3e-2), program)
+    guide = variational.Guide(proposal=models.LoRA(lm, rank=2))
+    trainer = Trainer(variational.trajectory_balance(guide, 4), optax.adam(3e-2), program)
     state, history = trainer.fit(trainer.init(0), 3, progress=False)
     assert all(np.isfinite(r["loss"]) for r in history)
     changed = state.params["guide"]["proposal"]

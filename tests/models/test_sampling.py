@@ -5,9 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genppl.models import InputError, Processing, TabularLM, process_logits, sample
+from genppl import models
+from genppl.models import InputError, NonFiniteLogitsError, Processing, TabularLM, process_logits, sample
 from genppl.models import sampling
+from tests.compile_count import count_compiles
 from tests.helpers import assert_matches_law
+from tests.models.faults import FaultyLM
 
 NUM = 4000
 
@@ -61,12 +64,128 @@ def test_top_k_and_top_p_supports():
 
 
 def test_decode_loop_compiles_once_per_configuration(lm):
-    before = sampling.TRACE_COUNTS["generate"]
-    for seed in range(3):
-        sample(lm, [1], 16, 3, jax.random.key(seed), temperature=0.9)
-    assert sampling.TRACE_COUNTS["generate"] - before == 1, "the decode loop was retraced"
-    sample(lm, [1], 16, 3, jax.random.key(0), temperature=0.8)   # a new static configuration
-    assert sampling.TRACE_COUNTS["generate"] - before == 2
+    assert not hasattr(sampling, "TRACE_COUNTS")
+    with count_compiles() as compiles:
+        for seed in range(3):
+            sample(lm, [1], 16, 3, jax.random.key(seed), temperature=0.9)
+    assert compiles.count_of(sampling.generate) == 1, "the decode loop was recompiled"
+    with count_compiles() as compiles:
+        sample(lm, [1], 16, 3, jax.random.key(0), temperature=0.8)   # a new static configuration
+    assert compiles.count_of(sampling.generate) == 1
+
+
+def test_prompts_of_different_lengths_in_one_bucket_compile_once(lm):
+    """Prompts are padded to a bucket of 16 tokens: every program is reused, int or key seeds alike."""
+    sample(lm, [1], 12, 3, 0, temperature=0.77)
+    with count_compiles() as compiles:
+        for seed, prompt in enumerate([[2], [1, 2, 3], [3] * 9, [1, 2] * 8]):
+            out = sample(lm, prompt, 12, 3, seed if seed % 2 else jax.random.key(seed), temperature=0.77)
+            assert out.token_ids.shape == (12, 3)
+    assert compiles.count == 0, compiles
+
+
+def test_decode_loop_compiles_once_on_a_transformer(llama_lm):
+    with count_compiles() as compiles:
+        for seed in range(3):
+            out = sample(llama_lm, [1, 2], 4, 8, jax.random.key(seed), temperature=0.7)
+    assert compiles.count_of(sampling.generate) == 1
+    assert out.token_ids.shape == (4, 8)
+
+
+# ---- tiny temperatures (issue 11, case 6) ------------------------------------------------
+@pytest.mark.parametrize("temperature", [1e-10, 1e-30, 1e-45, 5e-324])
+def test_tiny_temperatures_are_greedy(temperature):
+    logits = jnp.array([[0.1, 3.0, -2.0, -jnp.inf], [5.0, 5.0, 1.0, 0.0], [1e30, 0.0, -1e30, 2.0]])
+    q = np.exp(np.asarray(process_logits(logits, Processing(temperature=temperature))))
+    np.testing.assert_allclose(q, [[0, 1, 0, 0], [0.5, 0.5, 0, 0], [1, 0, 0, 0]], atol=1e-6)
+
+
+def test_processing_is_stable_at_any_scale():
+    logits = jnp.array([[1e30, 1e30 - 1e24, 0.0], [-1e30, -1e30, -1e30]])
+    q = np.exp(np.asarray(process_logits(logits, Processing(temperature=1e-3))))
+    assert np.all(np.isfinite(q)) and np.allclose(q.sum(-1), 1.0)
+    huge = np.exp(np.asarray(process_logits(logits, Processing(temperature=1e300))))
+    np.testing.assert_allclose(huge, np.full((2, 3), 1 / 3), atol=1e-6)  # T -> inf: uniform
+
+
+def test_tiny_temperature_sampling_is_greedy_decoding(lm):
+    out = sample(lm, [1], 32, 3, 0, temperature=1e-10)
+    greedy, prefix = [], []
+    table = np.asarray(lm.table)
+    for _ in range(3):
+        t = int(np.argmax(table[lm.code(prefix)]))
+        greedy.append(t)
+        if t == lm.eos_id:
+            break
+        prefix.append(t)
+    assert all(seq == tuple(greedy) for seq in out.sequences())
+    assert np.all(np.isfinite(out.log_probs))
+
+
+def test_nonfinite_logits_stay_nonfinite():
+    """A NaN, +inf or all -inf row is not turned into a distribution (the fault stays visible)."""
+    logits = jnp.array([[jnp.nan, 0.0], [jnp.inf, 0.0], [-jnp.inf, -jnp.inf]])
+    out = process_logits(logits, Processing(temperature=1e-5))
+    assert not np.any(np.isfinite(np.asarray(out)).all(-1))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=np.float32(0.0)), "temperature must be a positive number"),
+    (dict(temperature=float("inf")), "temperature must be a positive number"),
+    (dict(temperature="1"), "temperature must be a positive number"),
+    (dict(top_k=2.0), "top_k must be a positive integer"),
+    (dict(top_k=True), "top_k must be a positive integer"),
+    (dict(top_p=0.0), "top_p must lie in (0, 1]"),
+    (dict(top_p=float("nan")), "top_p must lie in (0, 1]"),
+    (dict(top_p="0.5"), "top_p must lie in (0, 1]"),
+])
+def test_processing_validation(kwargs, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        Processing(**kwargs)
+
+
+def test_processing_settings_are_normalised_and_hashable():
+    a = Processing(temperature=np.float32(0.5), top_k=np.int64(3), top_p=np.float64(0.9))
+    b = Processing(temperature=0.5, top_k=3, top_p=0.9)
+    assert a == b and hash(a) == hash(b) and type(a.temperature) is float and type(a.top_k) is int
+
+
+# ---- NaN / inf logits (issue 11, case 5) -------------------------------------------------
+@pytest.fixture(scope="module")
+def long_lm():
+    """EOS is very unlikely before the length cap, so every particle reaches step 2."""
+    return TabularLM.random(jax.random.key(11), vocab_size=4, max_len=4, eos_boost=-30.0)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nonfinite_logits_raise_naming_the_step_and_particle(long_lm, value):
+    bad = FaultyLM(long_lm, step=2, particle=3, prompt_length=1, value=value)
+    with pytest.raises(NonFiniteLogitsError, match=r"models.sample: .* at generation step 2 .* particle\(s\) 3 "
+                                                   r"\(of 6\).* broken checkpoint") as err:
+        sample(bad, [1], 6, 4, 0)
+    assert err.value.step == 2 and err.value.particles == (3,)
+
+
+def test_nonfinite_logits_can_be_flagged_instead(long_lm):
+    bad = FaultyLM(long_lm, step=2, particle=3, prompt_length=1)
+    out = sample(bad, [1], 6, 4, 0, check_finite=False)
+    np.testing.assert_array_equal(out.nonfinite, [0, 0, 0, 1, 0, 0])
+    assert out.num_tokens[3] == 2 and not out.finished[3]  # stopped where its logits broke
+    assert np.all(np.isfinite(out.log_probs))  # log p of the tokens drawn before the fault
+    good = sample(long_lm, [1], 6, 4, 0)
+    np.testing.assert_array_equal(out.token_ids[[0, 1, 2, 4, 5]], good.token_ids[[0, 1, 2, 4, 5]])
+    assert out.sequences()[3] == good.sequences()[3][:2]
+    assert not good.nonfinite.any() and "non-finite" in repr(out)
+
+
+# ---- keys (issue 11, case 11) ------------------------------------------------------------
+def test_sample_accepts_an_int_key_like_every_kernel(lm):
+    a = sample(lm, [1], 8, 3, 5)
+    b = sample(lm, [1], 8, 3, jax.random.key(5))
+    c = sample(lm, [1], 8, 3, jax.random.PRNGKey(5))
+    np.testing.assert_array_equal(a.token_ids, b.token_ids)
+    np.testing.assert_array_equal(a.token_ids, c.token_ids)
+    np.testing.assert_array_equal(sample(lm, [1], 8, 3).token_ids, sample(lm, [1], 8, 3, 0).token_ids)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -81,6 +200,11 @@ def test_decode_loop_compiles_once_per_configuration(lm):
     (dict(prompt_ids=[]), "the prompt is empty"),
     (dict(prompt_ids="hello"), "encode text"),
     (dict(prompt_ids=[99]), "prompt token ids must lie in"),
+    (dict(prompt_ids=[1.0]), "must be integer token ids"),
+    (dict(prompt_ids=[2**70]), "prompt token ids must lie in"),
+    (dict(key=None), "key must be an int seed"),
+    (dict(key=2**70), "outside the 64-bit seed range"),
+    (dict(min_new_tokens=-1), "min_new_tokens must be a non-negative integer"),
 ])
 def test_bad_input_is_a_clear_error(lm, kwargs, message):
     args = dict(prompt_ids=[1], n=4, max_new_tokens=3, key=jax.random.key(0))

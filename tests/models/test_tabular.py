@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from genppl.models import TabularLM
+from tests.compile_count import count_compiles
 
 
 @pytest.fixture(params=[(3, 3, 0), (5, 4, 2), (6, 5, 5)], ids=lambda p: f"V{p[0]}L{p[1]}eos{p[2]}")
@@ -86,3 +87,27 @@ def test_lm_is_a_pytree_usable_inside_jit(lm):
         return model.logits(model.prefill(jnp.array([1]), 2, 2))
 
     np.testing.assert_allclose(np.asarray(first_logits(lm))[0], np.asarray(lm.table[0]), atol=1e-6)
+
+
+def test_eager_extension_reuses_its_compiled_ops(lm):
+    """advance is not jitted: called eagerly, each op compiles once per shape and is then reused
+    (a scan would be re-traced and re-compiled on every eager call)."""
+    state = lm.prefill([1], 2, lm.max_len)
+    state = lm.extend(state, jnp.array([1, 1]))  # warm up
+    with count_compiles() as compiles:
+        for _ in range(2):
+            state = lm.extend(state, jnp.array([1, 1]))
+    assert compiles.count == 0, compiles
+
+
+def test_long_blocks_use_a_scan_with_the_same_result():
+    lm = TabularLM.random(jax.random.key(3), vocab_size=3, max_len=12, eos_boost=-5.0)
+    tokens = jnp.array([[1, 2, 1, 1, 2, 2, 1, 2, 1, 1, 2]])
+    advance = jax.jit(TabularLM.advance)
+    state = lm.prefill([1], 1, 12)
+    whole, logp = advance(lm, state, tokens)          # 11 > 8 tokens: the scan path
+    parts, logp1 = advance(lm, state, tokens[:, :6])  # unrolled
+    parts, logp2 = advance(lm, parts, tokens[:, 6:])
+    np.testing.assert_allclose(np.asarray(whole.logits), np.asarray(parts.logits), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(logp), np.concatenate([logp1, logp2], 1), atol=1e-6)
+    assert float(logp.sum()) == pytest.approx(lm.log_prob(tuple(int(t) for t in tokens[0])), abs=1e-4)

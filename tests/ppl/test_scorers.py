@@ -230,13 +230,12 @@ def test_step_verifier_errors(lm):
 def test_step_verifier_in_program_with_delimiter(lm):
     """A jitted step-level program: the weights sum to 0 or -inf as the steps' checks say."""
     tok = lm.tokenizer
-    program = ppl.Program(lm, PROMPT, MAX_LEN, potential=ppl.StepVerifier(no_ab, tok),
-                          proposal="prior", step_delimiter="b")
+    program = ppl.Program(lm, PROMPT, MAX_LEN, potential=ppl.StepVerifier(no_ab, tok), step_delimiter="b")
     state = program.init(64)
-    step = jax.jit(program.step)
+    step = jax.jit(lambda program, key, state: program.step(key, state, ppl.proposals.prior()))
     total = jnp.zeros(64)
     for i in range(MAX_LEN):
-        state, logw = step(jax.random.key(i), state)
+        state, logw = step(program, jax.random.key(i), state)
         total = total + logw
     assert bool(state.done.all())
     texts = program.finished_text(state)
@@ -311,3 +310,28 @@ def test_twist_errors(lm):
         ppl.Twist(lambda s: jnp.zeros((2, 3)), EOS).init(lm.prefill(PROMPT, 2, MAX_LEN))
     with pytest.raises(InputError, match="eos_id must be a token id"):
         ppl.Twist(lambda s: s.logits, None)
+
+
+def code_rows(table, lm_state):
+    """log psi from a parameter table [prefix codes, V] (the table is a traced leaf)."""
+    rows = jnp.arange(lm_state.length.shape[0])
+    return table[lm_state.cache["code"][rows, lm_state.length - 1]]
+
+
+def test_twist_parameters_are_leaves(lm, seqs):
+    _, table1 = table_twist(lm, jax.random.key(11))
+    _, table2 = table_twist(lm, jax.random.key(12))
+    t1, t2 = ppl.Twist(code_rows, EOS, params=jnp.asarray(table1)), ppl.Twist(code_rows, EOS, params=jnp.asarray(table2))
+    assert jax.tree_util.tree_structure(t1) == jax.tree_util.tree_structure(t2)
+    assert_log_close(walk(t1, lm, seqs, PROMPT, MAX_LEN), np.zeros(len(seqs)))
+    traces = []
+
+    @jax.jit
+    def first_row(twist, state):
+        traces.append(1)
+        return twist.init(state)["next"]
+
+    state = lm.prefill(PROMPT, 1, MAX_LEN)
+    for twist, table in ((t1, table1), (t2, table2)):
+        np.testing.assert_allclose(np.asarray(first_row(twist, state))[0], table[lm.code([])], atol=1e-6)
+    assert len(traces) == 1

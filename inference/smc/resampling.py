@@ -70,14 +70,6 @@ def residual(key, logw, n: int):
     return _fallback(idx, ok, n, size)
 
 
-RESAMPLERS = {
-    "multinomial": multinomial,
-    "stratified": stratified,
-    "systematic": systematic,
-    "residual": residual,
-}
-
-
 def ess(logw):
     """Effective sample size (sum w)^2 / sum w^2 of log-weights (0 when all are -inf)."""
     logw = jnp.asarray(logw, jnp.float32)

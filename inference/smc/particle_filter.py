@@ -12,8 +12,8 @@ tracks log Z:
 * ``target="final"``: pi(x) ∝ p(x) * r(x)^beta, with the rewards of partial solutions used
   as a twist (their ratios), so only the finished solution's reward shapes the target.
 
-Proposals come from the LM itself (the prior, optionally tempered through ``program``'s
-proposal); resampling happens at every step by default (``ess_threshold=1.0``), as in the paper.
+Proposals come from the LM itself by default (``proposal=ppl.proposals.prior()``; any proposal
+function may be given); resampling happens at every step by default (``ess_threshold=1.0``), as in the paper.
 """
 
 from __future__ import annotations
@@ -21,21 +21,24 @@ from __future__ import annotations
 from genppl.models.interface import InputError
 from genppl.ppl.potential import Potential
 from genppl.ppl.program import Program
+from genppl.ppl.proposals import prior
 from genppl.ppl.scorers import StepReward
 
+from .resampling import systematic
 from .results import SMCResult
-from .sequential_mc import smc
+from .run import run
 
 
 def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tokens: int,
                            step_delimiter: str = "\n", target: str = "product", beta: float = 1.0,
-                           potential: Potential | None = None, proposal="prior",
-                           batched: bool = True, resampler: str = "systematic",
+                           potential: Potential | None = None, proposal=None,
+                           batched: bool = True, resampling_fn=systematic,
                            ess_threshold: float = 1.0) -> SMCResult:
     """Particle filtering over steps with a reward model ``reward(texts) -> r`` in [0, 1].
 
     Targets (see the module docstring): ``"product"``: p(x) prod_k r(x_<=k)^beta; ``"final"``:
     p(x) r(x)^beta. ``potential`` multiplies in further factors (constraints, verifiers).
+    proposal: default the LM itself (:func:`ppl.proposals.prior`).
 
     >>> import re
     >>> def reward(texts):   # fraction of worked equations that hold, smoothed into (0, 1)
@@ -45,7 +48,7 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
     ...         ok = sum(eval(f"{a}{op}{b}") == int(c) for a, op, b, c in eqs)
     ...         out.append((ok + 1) / (len(eqs) + 2))
     ...     return out
-    >>> # inference.reward_particle_filter(lm, prompt, reward, 16, max_new_tokens=64, step_delimiter=". ")
+    >>> # inference.smc.reward_particle_filter(lm, prompt, reward, 16, max_new_tokens=64, step_delimiter=". ")
     """
     if not callable(reward):
         raise InputError(f"reward must be a function texts -> rewards in [0, 1], got {type(reward).__name__}")
@@ -54,8 +57,8 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
     factor = StepReward(reward, lm.tokenizer, target=target, beta=beta, batched=batched)
     if potential is not None:
         factor = factor * potential
-    program = Program(lm, prompt_ids, max_new_tokens, potential=factor, proposal=proposal,
-                      step_delimiter=step_delimiter)
-    result = smc(program, n, key, resampler=resampler, ess_threshold=ess_threshold)
+    program = Program(lm, prompt_ids, max_new_tokens, potential=factor, step_delimiter=step_delimiter)
+    result = run(program, n, key, resampling_fn=resampling_fn, ess_threshold=ess_threshold,
+                 proposal=prior() if proposal is None else proposal)
     result.method = f"step-level particle filter with a reward model (target={target!r}, beta={beta:g})"
     return result

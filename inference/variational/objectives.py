@@ -1,23 +1,27 @@
-"""Variational objectives for learned proposals and twists (ALGORITHMS.md, "Variational").
+"""Variational objectives for learned proposals and twists.
 
 Each objective is a pure loss ``objective.loss(params, key, program, batch) -> (loss,
 metrics)`` to *minimise*, differentiable with ``jax.grad`` and jittable with the program and
 batch as arguments. ``params`` come from ``objective.init(key)``: ``{"guide": ...}`` (plus
-``"log_z"`` for trajectory balance). ``batch`` is None or weighted samples of the target,
-``{"tokens": [B, L], "log_weights": [B]}`` (e.g. :func:`inference.variational.exact_batch`,
-or SMC particles). Samples from q are drawn inside the loss with ``key`` (stop-gradient) and
-re-scored by teacher forcing, so gradients flow only through log q and log psi.
+``"log_z"`` for trajectory balance). Samples from q are drawn inside the loss with ``key``
+(stop-gradient) and re-scored by teacher forcing, so gradients flow only through log q and
+log psi. Objectives that need weighted samples of the target (forward KL, contrastive twist)
+take a sampler ``source(program, proposal, key, n) -> (tokens [n, L], log_weights [n])``:
+:func:`smc_samples` (SMC with the current guide, the default), :func:`exact_samples` (the
+enumerated support of a tabular program), your own, or None to use the ``batch`` argument,
+``{"tokens": [B, L], "log_weights": [B]}`` (e.g. :func:`exact_batch`, or earlier particles).
 
 Score-function losses (ELBO, IWAE family) use the "magic" form
 ``value + surrogate - stop_gradient(surrogate)``: the loss's value is the bound's estimate
-and its gradient the unbiased score-function estimate with leave-one-out baselines.
+and its gradient the unbiased score-function estimate with leave-one-out baselines:
+grad E_q[f] = E_q[(f - b) grad log q] for any b independent of the sample.
 
 >>> import jax
 >>> from genppl import models, ppl
->>> from genppl.inference import variational as vi, variational_objectives as vo
+>>> from genppl.inference import variational
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
 >>> program = ppl.Program(lm, [1], 2, alpha=2.0)
->>> objective = vo.elbo(vi.Guide(proposal=models.TabularAdapter(lm)), num_samples=4)
+>>> objective = variational.elbo(variational.Guide(proposal=models.TabularAdapter(lm)), num_samples=4)
 >>> params = objective.init(jax.random.key(0))
 >>> loss, metrics = objective.loss(params, jax.random.key(1), program)
 >>> bool(loss >= 0.0)
@@ -32,10 +36,15 @@ import jax
 import jax.numpy as jnp
 
 from genppl.models.interface import InputError, check_positive_int
-from genppl.ppl.program import _has_boundary
+from genppl.ppl.potential import has_boundary
 
-from . import sequential_mc
-from .variational import Guide, check_program, generated_tokens, rollout, trace
+from .guide import Guide, check_program
+from .sampling import smc_samples
+from .trace import rollout, trace
+
+__all__ = ["ELBO", "IWAE", "ForwardKL", "TrajectoryBalance", "SubTrajectoryBalance", "ContrastiveTwist",
+           "Objective", "elbo", "iwae", "miwae", "ciwae", "forward_kl", "trajectory_balance",
+           "subtrajectory_balance", "contrastive_twist", "check_source", "loo_mean"]
 
 sg = jax.lax.stop_gradient
 
@@ -43,8 +52,10 @@ sg = jax.lax.stop_gradient
 class Objective:
     """Base class: a loss of (params, key, program, batch) over a :class:`Guide`."""
 
-    #: "none": the loss samples what it needs; "required": it needs weighted target samples
-    batch_use = "none"
+    #: whether the loss reads weighted target samples from its ``batch`` argument
+    needs_batch = False
+    #: a sampler of weighted target samples, for objectives that use them (None: the batch)
+    source = None
     name = "objective"
 
     def __init__(self, guide: Guide, num_samples: int):
@@ -67,10 +78,13 @@ class Objective:
     def validate(self, program, batch) -> None:
         """InputError unless the program and batch suit this objective (call before jit)."""
         check_program(program, self.name)
-        if self.batch_use == "required" and batch is None:
+        if self.needs_batch and batch is None:
             raise InputError(f"{self.name} needs weighted samples of the target: pass batch="
                              "inference.variational.exact_batch(program) (tabular models) or SMC particles, "
-                             "or use source='smc'")
+                             "or give the objective a sampler, source=inference.variational.smc_samples")
+        source_check = getattr(getattr(self, "source", None), "validate", None)
+        if source_check is not None:
+            source_check(program)
         if batch is not None:
             if not isinstance(batch, dict) or "tokens" not in batch or "log_weights" not in batch:
                 raise InputError("batch must be a dict with 'tokens' [B, max_new_tokens] and 'log_weights' [B]")
@@ -83,17 +97,26 @@ class Objective:
         raise NotImplementedError
 
     # ---- shared pieces --------------------------------------------------------------------
-    def _from_q(self, params, key, program, n):
-        """n samples from q (no gradient), re-scored by teacher forcing (with gradient)."""
-        tokens, _ = rollout(self.guide.program(sg(params["guide"]), program), key, n)
-        tr = trace(self.guide.program(params["guide"], program), tokens)
+    def from_q(self, params, key, program, n):
+        """n samples from q (no gradient), re-scored by teacher forcing (with gradient):
+        (tokens [n, L], :class:`Trace`)."""
+        proposal = self.guide.proposal_fn
+        tokens, _ = rollout(self.guide.program(sg(params["guide"]), program), key, n, proposal)
+        tr = trace(self.guide.program(params["guide"], program), tokens, proposal)
         return tokens, tr
+
+    def target_samples(self, params, key, program, batch, n):
+        """Weighted target samples: from ``self.source`` (with the current guide, no
+        gradient), or the ``batch`` when the source is None."""
+        if self.source is None:
+            return batch["tokens"], batch["log_weights"]
+        return self.source(self.guide.program(sg(params["guide"]), program), self.guide.proposal_fn, key, n)
 
     def __repr__(self) -> str:
         return f"{self.name}(num_samples={self.num_samples}, guide={self.guide!r})"
 
 
-def _loo_mean(f):
+def loo_mean(f):
     """Leave-one-out means [K] of f [K] (the baseline of sample k ignores sample k)."""
     k = f.shape[-1]
     return (jnp.sum(f, -1, keepdims=True) - f) / (k - 1)
@@ -102,8 +125,9 @@ def _loo_mean(f):
 class ELBO(Objective):
     """-ELBO = -E_q[log pi_unnorm(x) - log q(x)], score-function gradient, leave-one-out baseline.
 
-    Its minimiser is q = pi (mode-seeking: KL(q||pi)). A sample with pi_unnorm = 0 makes the
-    ELBO -inf (the trainer stops with an error): keep base="target" with hard constraints.
+    ELBO = log Z - KL(q||pi): its minimiser is q = pi (mode-seeking). A sample with
+    pi_unnorm = 0 makes the ELBO -inf (the trainer stops with an error): keep the default
+    ``Guide(log_q=tilted_target)`` with hard constraints.
     """
 
     name = "ELBO"
@@ -114,10 +138,10 @@ class ELBO(Objective):
             raise InputError("the leave-one-out baseline needs num_samples >= 2")
 
     def loss(self, params, key, program, batch=None):
-        _, tr = self._from_q(params, key, program, self.num_samples)
+        _, tr = self.from_q(params, key, program, self.num_samples)
         logq = tr.log_q_total
         f = sg(tr.log_target_total) - sg(logq)
-        surrogate = jnp.mean(sg(f - _loo_mean(f)) * logq)
+        surrogate = jnp.mean(sg(f - loo_mean(f)) * logq)
         value = jnp.mean(f)
         return -(value + surrogate - sg(surrogate)), {"elbo": value}
 
@@ -141,7 +165,7 @@ class IWAE(Objective):
 
     def loss(self, params, key, program, batch=None):
         M, K = self.groups, self.num_samples
-        _, tr = self._from_q(params, key, program, M * K)
+        _, tr = self.from_q(params, key, program, M * K)
         lq = tr.log_q_total.reshape(M, K)
         logw = sg(tr.log_target_total - tr.log_q_total).reshape(M, K)
         bound = jax.nn.logsumexp(logw, -1) - math.log(K)  # [M]
@@ -156,7 +180,7 @@ class IWAE(Objective):
         if self.beta > 0:
             f = logw.reshape(-1)
             lq_all = lq.reshape(-1)
-            surr_elbo = jnp.mean(sg(f - _loo_mean(f)) * lq_all)
+            surr_elbo = jnp.mean(sg(f - loo_mean(f)) * lq_all)
             elbo = jnp.mean(f)
             metrics["elbo"] = elbo
             value = self.beta * elbo + (1 - self.beta) * value
@@ -168,50 +192,46 @@ class IWAE(Objective):
 
 
 class ForwardKL(Objective):
-    """KL(pi||q) up to a constant: -sum_i W_i log q(x_i) over weighted target samples.
+    """KL(pi||q) up to a constant: -sum_i W_i log q(x_i) over weighted target samples
+    (W = the self-normalised weights), the mass-covering direction.
 
-    source="smc": the samples are the particles of an SMC sweep (``num_samples`` particles)
-    with the current guide (stop-gradient), the "variational reasoning" view of
-    rejection-sampling fine-tuning; source="batch": they are the given batch (exact samples
-    from :func:`inference.variational.exact_batch`, or particles from an earlier run).
+    source: a sampler ``(program, proposal, key, n) -> (tokens, log_weights)`` called with the
+    current guide (stop-gradient) and ``num_samples``: :func:`smc_samples` (the default; the
+    "variational reasoning" view of rejection-sampling fine-tuning), :func:`exact_samples`
+    (the enumerated support), or None to train on the ``batch`` passed to the loss.
     """
 
     name = "forward KL"
 
-    def __init__(self, guide, num_samples: int = 32, source: str = "smc", ess_threshold: float = 0.5):
+    def __init__(self, guide, num_samples: int = 32, source=smc_samples):
         super().__init__(guide, num_samples)
-        if source not in ("smc", "batch"):
-            raise InputError(f"source must be 'smc' or 'batch', got {source!r}")
-        self.source, self.ess_threshold = source, float(ess_threshold)
-        self.batch_use = "required" if source == "batch" else "none"
+        self.source = check_source(source)
+        self.needs_batch = source is None
 
     def loss(self, params, key, program, batch=None):
-        if self.source == "batch":
-            tokens, logw = batch["tokens"], batch["log_weights"]
-        else:
-            tokens, logw = smc_samples(self.guide.program(sg(params["guide"]), program), key,
-                                       self.num_samples, self.ess_threshold)
-        tr = trace(self.guide.program(params["guide"], program), tokens)
+        tokens, logw = self.target_samples(params, key, program, batch, self.num_samples)
+        tr = trace(self.guide.program(params["guide"], program), tokens, self.guide.proposal_fn)
         w = jax.nn.softmax(logw)
         w = jnp.where(jnp.isfinite(logw), w, 0.0)
         loss = -jnp.sum(w * jnp.where(w > 0, tr.log_q_total, 0.0))
         return loss, {"cross_entropy": loss}
 
 
-def smc_samples(program, key, n, ess_threshold=0.5):
-    """Final particles of one SMC sweep: (tokens [n, L], log-weights [n]). Pure, jittable."""
-    with jax.ensure_compile_time_eval():
-        state = sequential_mc.init(program, n)
-    out = sequential_mc._sweep_impl(program, state, key, "systematic", float(ess_threshold), "resample")
-    return generated_tokens(program, out.particles), out.logw
+def check_source(source):
+    """InputError unless ``source`` is None or a sampler function."""
+    if source is not None and not callable(source):
+        raise InputError("source must be a sampler (program, proposal, key, n) -> (tokens, log_weights), e.g. "
+                         "inference.variational.smc_samples or exact_samples, or None to use the batch; "
+                         f"got {source!r}")
+    return source
 
 
 class TrajectoryBalance(Objective):
     """GFlowNet trajectory balance: mean over x ~ q of (log Z_theta + log q(x) - log pi_unnorm(x))^2.
 
     At its minimum q = pi and log Z_theta = log Z (``params["log_z"]``). Samples with
-    pi_unnorm = 0 carry no signal and are skipped (base="target" never proposes those that a
-    token-level constraint rules out).
+    pi_unnorm = 0 carry no signal and are skipped (:func:`tilted_target` never proposes those
+    that a token-level constraint rules out).
     """
 
     name = "trajectory balance"
@@ -220,7 +240,7 @@ class TrajectoryBalance(Objective):
         return {"guide": self.guide.init(key), "log_z": jnp.zeros((), jnp.float32)}
 
     def loss(self, params, key, program, batch=None):
-        _, tr = self._from_q(params, key, program, self.num_samples)
+        _, tr = self.from_q(params, key, program, self.num_samples)
         logt = sg(tr.log_target_total)
         ok = jnp.isfinite(logt)
         resid = params["log_z"] + tr.log_q_total - jnp.where(ok, logt, 0.0)
@@ -242,13 +262,13 @@ class SubTrajectoryBalance(Objective):
 
     def validate(self, program, batch):
         super().validate(program, batch)
-        if _has_boundary(program.potential):
+        if has_boundary(program.potential):
             raise InputError("sub-trajectory balance needs the terminal reward of every prefix, which a "
                              "sequence-level potential does not give: use token-level potentials, or "
                              "trajectory_balance")
 
     def loss(self, params, key, program, batch=None):
-        _, tr = self._from_q(params, key, program, self.num_samples)
+        _, tr = self.from_q(params, key, program, self.num_samples)
         B, L = tr.moving.shape
         lq = jnp.where(tr.moving, tr.log_q, 0.0)
         tg = sg(jnp.where(tr.moving, tr.target, 0.0))
@@ -275,41 +295,37 @@ class ContrastiveTwist(Objective):
         E_sigma[sum_t grad log psi(x_<=t)] - sum_t E_{pi_t}[grad log psi(x_<=t)]
 
     (negated, as a loss), where pi_t is the twisted intermediate target after t tokens.
-    Positives: weighted target samples (source="batch": the given batch; "smc": particles of
-    twisted SMC with the current twist). Negatives: ``num_samples`` sequences from the twisted
+    Positives: weighted target samples from ``source`` (default :func:`smc_samples`: particles
+    of twisted SMC with the current twist; None: the given batch). Negatives: ``num_samples`` sequences from the twisted
     proposal, self-normalised at every t by their cumulative twisted weights. Its fixed point
     is the optimal twist psi*(x_<=t) ∝ sigma_t(x_<=t) / (p(x_<=t)^alpha phi_t(x_<=t)).
     """
 
     name = "contrastive twist"
 
-    def __init__(self, guide, num_samples: int = 32, source: str = "smc", num_positive: int | None = None):
+    def __init__(self, guide, num_samples: int = 32, source=smc_samples, num_positive: int | None = None):
         super().__init__(guide, num_samples)
         if guide.twist is None:
             raise InputError("contrastive twist learning needs a Guide with a twist "
                              "(models.TabularTwist or models.TwistHead)")
-        if source not in ("smc", "batch"):
-            raise InputError(f"source must be 'smc' or 'batch', got {source!r}")
-        self.source = source
+        self.source = check_source(source)
         self.num_positive = (self.num_samples if num_positive is None
                              else check_positive_int(num_positive, "num_positive"))
-        self.batch_use = "required" if source == "batch" else "none"
+        self.needs_batch = source is None
 
     def loss(self, params, key, program, batch=None):
         k_pos, k_neg = jax.random.split(key)
+        proposal = self.guide.proposal_fn
         fixed = self.guide.program(sg(params["guide"]), program)
         live = self.guide.program(params["guide"], program)
-        if self.source == "batch":
-            pos_tokens, pos_logw = batch["tokens"], batch["log_weights"]
-        else:
-            pos_tokens, pos_logw = smc_samples(fixed, k_pos, self.num_positive)
+        pos_tokens, pos_logw = self.target_samples(params, k_pos, program, batch, self.num_positive)
         w_pos = jax.nn.softmax(pos_logw)
         w_pos = jnp.where(jnp.isfinite(pos_logw), w_pos, 0.0)
-        pos = trace(live, pos_tokens).twist  # [B, L]
+        pos = trace(live, pos_tokens, proposal).twist  # [B, L]
         positive = jnp.sum(w_pos[:, None] * pos)
 
-        neg_tokens, _ = rollout(fixed, k_neg, self.num_samples)
-        tr = trace(live, neg_tokens)
+        neg_tokens, _ = rollout(fixed, k_neg, self.num_samples, proposal)
+        tr = trace(live, neg_tokens, proposal)
         inc = sg(jnp.where(tr.moving, tr.target - tr.log_q, 0.0))
         cum = jnp.cumsum(inc, -1)  # twisted log-weights after each step [K, L]
         w_neg = jax.nn.softmax(jnp.where(jnp.isnan(cum), -jnp.inf, cum), axis=0)
@@ -326,7 +342,7 @@ def elbo(guide, num_samples: int = 8) -> ELBO:
 
 
 def iwae(guide, num_samples: int = 8) -> IWAE:
-    """-IWAE_K with leave-one-out learning signals."""
+    """-IWAE_K = -E[log (1/K) sum_k w_k] with leave-one-out learning signals."""
     return IWAE(guide, num_samples)
 
 
@@ -340,8 +356,8 @@ def ciwae(guide, num_samples: int = 8, beta: float = 0.5) -> IWAE:
     return IWAE(guide, num_samples, beta=beta)
 
 
-def forward_kl(guide, num_samples: int = 32, source: str = "smc") -> ForwardKL:
-    """KL(pi||q) from weighted SMC particles (or a given batch of target samples)."""
+def forward_kl(guide, num_samples: int = 32, source=smc_samples) -> ForwardKL:
+    """KL(pi||q) from weighted target samples (``source``: a sampler, or None for the batch)."""
     return ForwardKL(guide, num_samples, source)
 
 
@@ -355,14 +371,6 @@ def subtrajectory_balance(guide, num_samples: int = 16) -> SubTrajectoryBalance:
     return SubTrajectoryBalance(guide, num_samples)
 
 
-def contrastive_twist(guide, num_samples: int = 32, source: str = "smc") -> ContrastiveTwist:
-    """Contrastive twist learning."""
+def contrastive_twist(guide, num_samples: int = 32, source=smc_samples) -> ContrastiveTwist:
+    """Contrastive twist learning (``source`` of positives: a sampler, or None for the batch)."""
     return ContrastiveTwist(guide, num_samples, source)
-
-
-OBJECTIVES = {"elbo": elbo, "iwae": iwae, "miwae": miwae, "ciwae": ciwae, "forward_kl": forward_kl,
-              "tb": trajectory_balance, "subtb": subtrajectory_balance, "ctl": contrastive_twist}
-
-__all__ = ["ELBO", "IWAE", "ForwardKL", "TrajectoryBalance", "SubTrajectoryBalance", "ContrastiveTwist",
-           "Objective", "OBJECTIVES", "elbo", "iwae", "miwae", "ciwae", "forward_kl", "trajectory_balance",
-           "subtrajectory_balance", "contrastive_twist", "smc_samples"]

@@ -34,7 +34,8 @@ class SMCResult:
     message: str | None = None
 
     @classmethod
-    def from_state(cls, program, state, method: str = "SMC") -> "SMCResult":
+    def from_run(cls, program, state, infos, method: str = "SMC") -> "SMCResult":
+        """From a final :class:`SMCState` and the stacked :class:`SMCInfo` of a sweep."""
         particles = state.particles
         steps = int(state.step)
         logw = np.asarray(state.logw, np.float64)
@@ -52,8 +53,8 @@ class SMCResult:
             texts=texts,
             log_weights=logw,
             log_z=log_z,
-            ess=np.asarray(state.ess, np.float64)[:steps],
-            resampled=np.asarray(state.resampled, bool)[:steps],
+            ess=np.asarray(infos.ess, np.float64)[:steps],
+            resampled=np.asarray(infos.resampled, bool)[:steps],
             eos=np.asarray(particles.eos, bool),
             log_p=np.asarray(particles.log_p, np.float64),
             method=method,

@@ -12,11 +12,11 @@ is kept (it is never overwritten by a bad state).
 
 >>> import jax, optax
 >>> from genppl import models, ppl
->>> from genppl.inference import variational as vi, variational_objectives as vo
->>> from genppl.inference.variational_train import Trainer
+>>> from genppl.inference import variational
 >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
 >>> program = ppl.Program(lm, [1], 2, alpha=2.0)
->>> trainer = Trainer(vo.elbo(vi.Guide(proposal=models.TabularAdapter(lm)), 4), optax.adam(0.05), program)
+>>> guide = variational.Guide(proposal=models.TabularAdapter(lm))
+>>> trainer = variational.Trainer(variational.elbo(guide, 4), optax.adam(0.05), program)
 >>> state, history = trainer.fit(trainer.init(jax.random.key(0)), steps=3, progress=False)
 >>> int(state.step), len(history)
 (3, 3)
@@ -35,10 +35,12 @@ import numpy as np
 import optax
 from flax import struct
 
-from genppl.models.interface import InputError, check_positive_int
+from genppl.models.interface import InputError, as_key, check_positive_int
 
-from .variational import bounds, exact_batch
-from .variational_objectives import Objective
+from .bounds import bounds
+from .objectives import Objective
+
+__all__ = ["Trainer", "TrainState", "TrainingError", "all_finite", "fit", "load_guide_params"]
 
 
 class TrainingError(InputError):
@@ -55,7 +57,8 @@ class TrainState:
     key: jax.Array
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
+    """Whether every floating leaf of ``tree`` is finite (a traced bool)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
               if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -64,21 +67,24 @@ def _all_finite(tree) -> jax.Array:
 class Trainer:
     """Fit ``objective`` on ``program`` with an optax optimiser.
 
-    batch: weighted target samples for objectives that need them, or ``"exact"`` for the
-    whole support of a tabular program (:func:`inference.variational.exact_batch`).
+    batch: weighted target samples ``{"tokens": [B, L], "log_weights": [B]}`` for objectives
+    whose source is None (e.g. :func:`inference.variational.exact_batch` for the whole support
+    of a tabular program; its exact ``log_z`` then also gives evaluations their EUBO).
+
+    The step ``(state, program, batch) -> (state, loss, metrics, finite)`` is jitted once per
+    trainer, with the program and the batch as traced arguments (no constants baked in).
     """
 
     def __init__(self, objective: Objective, optimizer, program, batch=None):
         if not isinstance(objective, Objective):
-            raise InputError(f"objective must be an inference.variational_objectives.Objective, got "
+            raise InputError(f"objective must be an inference.variational.Objective, got "
                              f"{type(objective).__name__}")
         if not isinstance(optimizer, optax.GradientTransformation):
             raise InputError(f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)), got "
                              f"{type(optimizer).__name__}")
-        if isinstance(batch, str):
-            if batch != "exact":
-                raise InputError(f"batch must be None, 'exact' or a dict of weighted samples, got {batch!r}")
-            batch = exact_batch(program)
+        if batch is not None and not isinstance(batch, dict):
+            raise InputError("batch must be None or a dict of weighted samples {'tokens', 'log_weights'} "
+                             f"(e.g. inference.variational.exact_batch(program)), got {type(batch).__name__}")
         objective.validate(program, batch)
         self.exact = batch if isinstance(batch, dict) and "log_z" in batch else None
         self.objective, self.optimizer, self.program = objective, optimizer, program
@@ -91,15 +97,14 @@ class Trainer:
             (loss, metrics), grads = grad_fn(state.params, sub, program, batch)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
+            finite = jnp.isfinite(loss) & all_finite(grads) & all_finite(params)
             return TrainState(params, opt_state, state.step + 1, key), loss, metrics, finite
 
         self._step = jax.jit(step)
 
     def init(self, key, params=None) -> TrainState:
         """A fresh state (``params`` default: ``objective.init(key)``; checked if given)."""
-        key = jax.random.key(key) if isinstance(key, (int, np.integer)) else key
-        k_init, k_run = jax.random.split(key)
+        k_init, k_run = jax.random.split(as_key(key))
         if params is None:
             params = self.objective.init(k_init)
         else:
@@ -144,7 +149,7 @@ class Trainer:
                         f"training diverged at step {int(state.step)}: the loss ({float(loss)}), a gradient or a "
                         "parameter is not finite. Lower the learning rate, clip gradients "
                         "(optax.clip_by_global_norm), or check that q never proposes sequences the target "
-                        f"rules out (Guide(base='target')); {where}")
+                        f"rules out (Guide(log_q=tilted_target)); {where}")
                 state = new
                 record = {"step": int(state.step), "loss": float(loss), "seconds": time.perf_counter() - t0}
                 record.update({k: float(v) for k, v in metrics.items()})
@@ -215,7 +220,8 @@ def load_guide_params(path, guide):
     """The guide's parameters from a training checkpoint (any objective, any optimiser),
     checked against ``guide``'s structure and shapes.
 
-    >>> params = load_guide_params("proposal.npz", Guide(proposal=models.LoRA(lm, rank=4)))  # doctest: +SKIP
+    >>> guide = variational.Guide(proposal=models.LoRA(lm, rank=4))  # doctest: +SKIP
+    >>> params = variational.load_guide_params("proposal.npz", guide)  # doctest: +SKIP
     """
     path = Path(path)
     if not path.exists():
@@ -244,11 +250,12 @@ def fit(objective, program, optimizer, steps: int, key=0, *, params=None, batch=
 
     >>> import jax, optax
     >>> from genppl import models, ppl
-    >>> from genppl.inference import variational as vi, variational_objectives as vo
+    >>> from genppl.inference import variational
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=3, max_len=2)
     >>> program = ppl.Program(lm, [1], 2, alpha=2.0)
-    >>> params, history = fit(vo.trajectory_balance(vi.Guide(proposal=models.TabularAdapter(lm)), 8),
-    ...                       program, optax.adam(0.05), 5, progress=False)
+    >>> guide = variational.Guide(proposal=models.TabularAdapter(lm))
+    >>> params, history = variational.fit(variational.trajectory_balance(guide, 8), program,
+    ...                                   optax.adam(0.05), 5, progress=False)
     >>> sorted(params)
     ['guide', 'log_z']
     """
@@ -256,5 +263,3 @@ def fit(objective, program, optimizer, steps: int, key=0, *, params=None, batch=
     state, history = trainer.fit(trainer.init(key, params), steps, **options)
     return state.params, history
 
-
-__all__ = ["Trainer", "TrainState", "TrainingError", "fit", "load_guide_params"]

@@ -1,0 +1,36 @@
+"""Metropolis–Hastings over LLM continuations, and blockwise power sampling of p(x)^alpha.
+
+Building blocks (blackjax style, all public):
+
+* :mod:`.kernel` — :func:`build_kernel` (move, proposal, log-potential: functions) returns a
+  hashable :class:`MHKernel`, the pure step ``kernel(key, state, lm, alpha, cap) -> (state,
+  info)``; :func:`log_acceptance` (the MH ratio), :func:`extend` (append proposal tokens with
+  their per-token log p / log q), :func:`masked_sum`, :func:`tempered` (the proposal);
+* :mod:`.moves` — where a step regenerates from: :func:`moves.suffix`,
+  :func:`moves.independent`, :func:`moves.custom`;
+* :mod:`.power` — :func:`power_mcmc`, the blockwise sampler, with :class:`RewardTilt` and
+  :class:`PowerSamples`;
+* :mod:`.rejuvenation` — :func:`rejuvenation`, MH steps as an SMC resample-move;
+* :mod:`.diagnostics` — acceptance rates.
+
+>>> import jax
+>>> from genppl import models
+>>> from genppl.inference import mcmc
+>>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
+>>> out = mcmc.power_mcmc(lm, [1], 8, 3, key=0, alpha=4.0, block_size=1, num_mcmc=2,
+...                       move=mcmc.moves.independent())
+>>> len(out.texts)
+8
+"""
+
+from . import diagnostics, moves
+from .kernel import (Extension, MHInfo, MHKernel, MHState, Tempered, build_kernel, check_alpha, empty, extend,
+                     log_acceptance, masked_sum, tempered)
+from .power import PowerSamples, RewardTilt, blockwise, power_mcmc, raise_nonfinite, to_samples
+from .rejuvenation import Rejuvenation, rejuvenation
+
+__all__ = [
+    "Extension", "MHInfo", "MHKernel", "MHState", "PowerSamples", "Rejuvenation", "RewardTilt", "Tempered",
+    "blockwise", "build_kernel", "check_alpha", "diagnostics", "empty", "extend", "log_acceptance", "masked_sum",
+    "moves", "power_mcmc", "raise_nonfinite", "rejuvenation", "tempered", "to_samples",
+]

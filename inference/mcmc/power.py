@@ -1,0 +1,188 @@
+"""Blockwise MH power sampling of p(x)^alpha (Karan & Du 2025, Algorithm 1).
+
+The chains target pi(x) ∝ p(x | prompt)^alpha * exp(log_phi(x)) over continuations of at
+most ``max_new_tokens`` tokens. Block k (k = 1..K, K = ceil(max_new_tokens / B)) has the
+stage cap c_k = min(k B, max_new_tokens):
+
+1. every chain that has not ended with EOS is extended to c_k tokens with the proposal q
+   (the LM at temperature 1/alpha unless told otherwise);
+2. ``num_mcmc`` MH steps (:mod:`.kernel`) follow, each targeting the stage's law
+   pi_k(x) ∝ p(x)^alpha exp(log_phi(x)) over sequences that end with EOS within c_k tokens or
+   hold exactly c_k tokens.
+
+EOS states are absorbing through the final block (the chain never stops early). With
+``num_mcmc = 0`` the sampler is plain blockwise sampling from q, i.e. ancestral sampling at
+temperature 1/alpha — which is *not* p^alpha (low temperature drops the future's mass). The
+paper uses alpha = 4, B = 192, N_MCMC = 10. The whole run is one compiled program per kernel,
+block size, N_MCMC, chain count and shapes; alpha and the prompt are data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genppl.models.interface import InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int
+from genppl.models.sampling import Samples
+
+from . import diagnostics
+from . import moves as moves_lib
+from .kernel import MHKernel, MHState, build_kernel, check_alpha, empty, masked_sum, tempered
+
+__all__ = ["PowerSamples", "RewardTilt", "blockwise", "power_mcmc", "raise_nonfinite", "to_samples"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardTilt:
+    """The reward-tilted log-potential r(x) / beta, for reward-guided MH.
+
+    reward: a traceable function (tokens [n, L] int32 generated ids, 0 past the end;
+    num_tokens [n]; eos [n]) -> [n] rewards.
+    """
+
+    reward: Callable
+    beta: float = 1.0
+
+    def __post_init__(self):
+        if not callable(self.reward):
+            raise InputError("RewardTilt needs a reward function (tokens, num_tokens, eos) -> [n]")
+        if isinstance(self.beta, bool) or not isinstance(self.beta, numbers.Real) or not self.beta > 0:
+            raise InputError(f"beta must be a positive number, got {self.beta!r}")
+
+    def __call__(self, tokens, num_tokens, eos):
+        return jnp.asarray(self.reward(tokens, num_tokens, eos), jnp.float32) / self.beta
+
+
+@dataclasses.dataclass
+class PowerSamples(Samples):
+    """Samples of a power sampler, with its diagnostics (a :class:`models.Samples`).
+
+    acceptance: [num_blocks] MH acceptance rate per block (0 without MH steps);
+    tokens_generated: [n] tokens sampled per chain (every proposal and extension: the cost);
+    trace_log_target: [blocks, N_MCMC, n] log target after each move; trace_accepted:
+    [blocks, N_MCMC, n]; log_targets: [n] final alpha log p(x) + log_phi(x).
+    """
+
+    method: str = "power sampling"
+    acceptance: np.ndarray | None = None
+    tokens_generated: np.ndarray | None = None
+    trace_log_target: np.ndarray | None = None
+    trace_accepted: np.ndarray | None = None
+    log_targets: np.ndarray | None = None
+
+    @property
+    def tokens_per_sample(self) -> float:
+        return float(np.mean(self.tokens_generated))
+
+    def __repr__(self) -> str:
+        head = super().__repr__().split("\n")
+        acc = "" if self.acceptance is None or not len(self.acceptance) else \
+            f", acceptance {np.mean(self.acceptance):.2f}"
+        head[0] = (f"{self.method}: {head[0]}, tokens generated per sample "
+                   f"{self.tokens_per_sample:.1f}{acc}")
+        return "\n".join(head)
+
+
+def blockwise(kernel: MHKernel, lm: LanguageModel, state: MHState, key, alpha, block_size: int, num_mcmc: int):
+    """The blockwise sampler's loop (pure, traceable): extend to each block's cap, then
+    ``num_mcmc`` kernel steps. Returns (state, (accepted, log_target) traces [blocks,
+    num_mcmc, n]); ``block_size`` and ``num_mcmc`` are Python ints."""
+    width = state.logp.shape[1]
+    blocks = -(-width // block_size)
+    n = state.eos.shape[0]
+
+    def block(k, carry):
+        state, key, traces = carry
+        key, key_ext, key_mcmc = jax.random.split(key, 3)
+        cap = jnp.minimum((k + 1) * block_size, width)
+        state = kernel.grow(key_ext, state, lm, alpha, cap)
+
+        def move(i, carry):
+            state, (acc, tgt) = carry
+            state, info = kernel(jax.random.fold_in(key_mcmc, i), state, lm, alpha, cap)
+            return state, (acc.at[k, i].set(info.accepted), tgt.at[k, i].set(state.log_target(alpha)))
+
+        if num_mcmc > 0:  # with none, the traces are empty and there is nothing to index
+            state, traces = jax.lax.fori_loop(0, num_mcmc, move, (state, traces))
+        return state, key, traces
+
+    traces = (jnp.zeros((blocks, num_mcmc, n), bool), jnp.zeros((blocks, num_mcmc, n), jnp.float32))
+    state, _, traces = jax.lax.fori_loop(0, blocks, block, (state, key, traces))
+    return state, traces
+
+
+# static: the kernel (a hashable configuration), the block size and N_MCMC; the LM, the
+# chains (prompt included) and alpha are traced
+_blockwise = jax.jit(blockwise, static_argnums=(0, 5, 6))
+
+
+def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *,
+               alpha: float = 4.0, block_size: int = 16, num_mcmc: int = 4,
+               proposal_temperature: float | None = None, move: Callable | None = None,
+               log_potential: Callable | None = None) -> PowerSamples:
+    """Blockwise MH power sampling of ``n`` independent chains.
+
+    Targets p(x)^alpha * exp(log_potential(x)) over continuations of at most max_new_tokens
+    tokens: each block extends the chains that have not ended by ``block_size`` tokens with the
+    proposal (temperature 1/alpha unless ``proposal_temperature``), then runs ``num_mcmc``
+    MH steps that regenerate up to the block's cap, from the position chosen by ``move``
+    (default :func:`moves.suffix`, uniform; :func:`moves.independent` regenerates everything).
+    ``num_mcmc=0`` is plain blockwise sampling from the proposal (no MH step). The paper uses
+    alpha=4, B=192, N_MCMC=10. Non-finite logits raise
+    :class:`~models.interface.NonFiniteLogitsError` naming the step and the chains.
+
+    >>> import jax
+    >>> from genppl import models
+    >>> from genppl.inference import mcmc
+    >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=4)
+    >>> out = mcmc.power_mcmc(lm, [1], n=8, max_new_tokens=4, key=0, alpha=2.0, block_size=2)
+    >>> out.acceptance.shape, len(out.texts)
+    ((2,), 8)
+    """
+    if not isinstance(lm, LanguageModel):
+        raise InputError(f"lm must be a models.LanguageModel, got {type(lm).__name__}")
+    check_positive_int(n, "n (the number of chains)")
+    check_positive_int(max_new_tokens, "max_new_tokens")
+    block_size = check_positive_int(block_size, "block_size")
+    if isinstance(num_mcmc, bool) or not isinstance(num_mcmc, numbers.Integral) or num_mcmc < 0:
+        raise InputError(f"num_mcmc must be a non-negative integer, got {num_mcmc!r} (0: no MH step)")
+    alpha = check_alpha(alpha)
+    kernel = build_kernel(move, tempered(proposal_temperature), log_potential)
+    key = as_key(key)
+    state = empty(lm, prompt_ids, n, max_new_tokens)
+    state, (accepted, log_target) = _blockwise(kernel, lm, state, key, jnp.float32(alpha), block_size, int(num_mcmc))
+    raise_nonfinite("power_mcmc", state.nonfinite)
+    what = "independent MH" if isinstance(kernel.move, moves_lib.Independent) else "MH"
+    return to_samples(lm, state, alpha, accepted, log_target,
+                      f"blockwise {what} power sampling (alpha={alpha:g}, B={block_size}, N_MCMC={num_mcmc})")
+
+
+def raise_nonfinite(where: str, nonfinite) -> None:
+    """Raise :class:`NonFiniteLogitsError` when any chain met non-finite logits (``nonfinite``
+    [n]: the step at which it did, -1 if never): names the first step and its chains."""
+    bad_step = np.asarray(jax.device_get(nonfinite))
+    if (bad_step >= 0).any():
+        first = int(bad_step[bad_step >= 0].min())
+        raise NonFiniteLogitsError.at(where, first, np.flatnonzero(bad_step == first), bad_step.shape[0])
+
+
+def to_samples(lm: LanguageModel, state: MHState, alpha: float, accepted, log_target, method: str) -> PowerSamples:
+    """Host-side :class:`PowerSamples` of the chains' current sequences."""
+    width = state.logp.shape[1]
+    tokens, count, eos, logp, gen, log_t, start, prompt = jax.device_get((
+        state.lm.generated_ids(width), state.num_tokens, state.eos, masked_sum(state.logp, 0, state.num_tokens),
+        state.generated, state.log_target(alpha), state.lm.prompt_length[0], state.lm.tokens[0]))
+    tokens = np.asarray(tokens)
+    decode = lm.tokenizer.decode if lm.tokenizer is not None else (lambda ids: " ".join(map(str, ids)))
+    texts = [decode(list(t[:k])) for t, k in zip(tokens, count)]
+    accepted = np.asarray(accepted)
+    return PowerSamples(tokens, np.asarray(count), np.asarray(eos), np.asarray(logp, np.float64), texts,
+                        decode(list(np.asarray(prompt)[: int(start)])), method=method,
+                        acceptance=diagnostics.acceptance_per_block(accepted), tokens_generated=np.asarray(gen),
+                        trace_log_target=np.asarray(log_target), trace_accepted=accepted,
+                        log_targets=np.asarray(log_t, np.float64))

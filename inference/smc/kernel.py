@@ -1,0 +1,133 @@
+"""The SMC kernel over a :class:`ppl.Program`: pure ``init`` / ``step``, built from functions.
+
+The target is the program's pi(x) ∝ p(x)^alpha phi(x) over finished continuations. Each step
+first resamples when ESS < ``ess_threshold * n`` (every weight then becomes the log-mean-exp
+of the old ones, so their sum is kept), optionally applies a rejuvenation ``move`` to the
+resampled particles, then extends every unfinished particle by one transition drawn from the
+``proposal`` and adds its incremental log-weight log G (see :mod:`ppl.program`). The estimate
+
+    log Z_hat = log( (1/n) sum_i exp(logw_i) )   after the last step
+
+equals the product over steps of the weighted means of the increments,
+prod_t sum_i W_{t-1,i} exp(log G_{t,i}) with W normalised, so Z_hat is unbiased for
+Z = sum_x p(x)^alpha phi(x). Finished particles are absorbing (no move, no weight); a particle
+whose constraint rules out every token gets weight -inf and is never resampled.
+
+The parts are functions (blackjax style): a resampler ``(key, logw [N], n) -> ancestors [n]``,
+a proposal ``(program, state, target) -> (log q, log w)`` (:mod:`ppl.proposals`) and a move
+``(key, program, particles) -> particles`` that leaves the current intermediate target
+invariant. :func:`build_kernel` returns a hashable kernel, so :func:`run` compiles once per
+kernel configuration, particle count and table shapes — not per prompt or per potential.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from genppl.ppl.program import Program, ProgramState
+from genppl.ppl.proposals import locally_optimal
+
+from .resampling import ess, log_mean_exp, systematic
+
+
+@struct.dataclass
+class SMCState:
+    """Weighted particles: ``particles`` (every leaf leads with n), ``logw`` [n], and the
+    number of steps taken."""
+
+    particles: ProgramState
+    logw: jax.Array
+    step: jax.Array
+
+    @property
+    def log_z(self) -> jax.Array:
+        """The current estimate of log Z (log-mean-exp of the weights)."""
+        return log_mean_exp(self.logw)
+
+
+@struct.dataclass
+class SMCInfo:
+    """What one step did: ``ancestors`` [n] (identity when it did not resample), ``ess``
+    after reweighting, ``resampled``, and ``log_z_increment`` (the change of log Z_hat)."""
+
+    ancestors: jax.Array
+    ess: jax.Array
+    resampled: jax.Array
+    log_z_increment: jax.Array
+
+
+def init(program: Program, n: int) -> SMCState:
+    """n particles at the prompt with equal weights (the prompt cache computed once)."""
+    particles = program.init(n)
+    return SMCState(particles=particles, logw=jnp.zeros((n,), jnp.float32), step=jnp.zeros((), jnp.int32))
+
+
+def finish_step(state: SMCState, particles, logw, ancestors, resampled) -> tuple[SMCState, SMCInfo]:
+    """New state and info after a step's moves, with NaN weights turned into -inf."""
+    logw = jnp.where(jnp.isnan(logw), -jnp.inf, logw)
+    before, after = log_mean_exp(state.logw), log_mean_exp(logw)
+    info = SMCInfo(ancestors=ancestors, ess=ess(logw), resampled=resampled,
+                   log_z_increment=jnp.where(jnp.isfinite(before), after - before, after))
+    return SMCState(particles=particles, logw=logw, step=state.step + 1), info
+
+
+@dataclasses.dataclass(frozen=True)
+class SMCKernel:
+    """``kernel(key, state, program) -> (state, info)``; build with :func:`build_kernel`."""
+
+    resampling_fn: Callable = systematic
+    proposal: Callable = locally_optimal()
+    ess_threshold: float = 0.5
+    move: Callable | None = None
+
+    def __call__(self, key, state: SMCState, program: Program) -> tuple[SMCState, SMCInfo]:
+        n = state.logw.shape[0]
+        key_resample, key_move, key_step = jax.random.split(key, 3)
+        resampled = (ess(state.logw) < self.ess_threshold * n) & jnp.isfinite(jax.nn.logsumexp(state.logw))
+        identity = jnp.arange(n, dtype=jnp.int32)
+        ancestors = jax.lax.cond(resampled, lambda: self.resampling_fn(key_resample, state.logw, n).astype(jnp.int32),
+                                 lambda: identity)
+        particles = jax.tree.map(lambda x: x[ancestors], state.particles)
+        logw = jnp.where(resampled, jnp.full_like(state.logw, log_mean_exp(state.logw)), state.logw)
+        if self.move is not None:
+            particles = jax.lax.cond(resampled, lambda p: self.move(key_move, program, p), lambda p: p, particles)
+        particles, inc = program.step(key_step, particles, self.proposal)
+        return finish_step(state, particles, logw + inc, ancestors, resampled)
+
+
+def build_kernel(resampling_fn: Callable = systematic, proposal: Callable | None = None,
+                 ess_threshold: float = 0.5, move: Callable | None = None) -> SMCKernel:
+    """The SMC step: resample when ESS < ``ess_threshold * n`` with ``resampling_fn``, apply
+    ``move`` to the resampled particles, extend with ``proposal`` (default: locally optimal).
+
+    ``ess_threshold`` 0 never resamples; 1 resamples at every step with unequal weights.
+    """
+    from .validation import check_kernel_parts
+
+    proposal = locally_optimal() if proposal is None else proposal
+    check_kernel_parts(resampling_fn, proposal, ess_threshold, move)
+    return SMCKernel(resampling_fn, proposal, float(ess_threshold), move)
+
+
+def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMCState, SMCInfo]:
+    """Run ``kernel`` until every particle has finished (at most ``max_new_tokens`` steps).
+
+    Pure and traceable (jit or vmap it yourself; :func:`run` jits it). Returns the final state
+    and the infos stacked over ``max_new_tokens`` steps; steps after the end repeat nothing
+    (``ess`` NaN, ``resampled`` False).
+    """
+    steps = program.max_new_tokens
+    n = state.logw.shape[0]
+    idle = SMCInfo(ancestors=jnp.arange(n, dtype=jnp.int32), ess=jnp.float32(jnp.nan),
+                   resampled=jnp.zeros((), bool), log_z_increment=jnp.float32(0.0))
+
+    def body(state, key):
+        live = jnp.isfinite(jax.nn.logsumexp(state.logw)) & jnp.any(~state.particles.done)
+        return jax.lax.cond(live, lambda s: kernel(key, s, program), lambda s: (s, idle), state)
+
+    return jax.lax.scan(body, state, jax.random.split(key, steps))

@@ -1,0 +1,62 @@
+"""``run``: build (or take) an SMC kernel, jit the sweep, return an :class:`SMCResult`."""
+
+from __future__ import annotations
+
+import jax
+
+from genppl.models.interface import InputError, as_key, check_positive_int
+from genppl.ppl.program import Program
+
+from .kernel import SMCKernel, build_kernel, init, sweep
+from .results import SMCResult
+from .steer import SteerKernel
+
+# the kernel is a hashable configuration; the program (LM weights, prompt, potential tables)
+# and the state are traced, so new prompts and equal-shaped potentials reuse the program
+sweep_jit = jax.jit(sweep, static_argnums=0)
+
+
+def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SMCResult:
+    """Run SMC on ``program`` with ``n`` particles until every particle has finished.
+
+    kernel: a kernel from :func:`build_kernel` or :func:`steer.build_kernel` (or any hashable
+    ``(key, state, program) -> (state, info)``); without one, ``kernel_options``
+    (``resampling_fn``, ``proposal``, ``ess_threshold``, ``move``) build it. key: a PRNG key
+    or an int seed.
+
+    >>> import jax
+    >>> from genppl import models, ppl, inference
+    >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
+    >>> program = ppl.Program(lm, [1], max_new_tokens=3, potential=ppl.BannedTokens([2]))
+    >>> result = inference.smc.run(program, 16, jax.random.key(1), resampling_fn=inference.smc.stratified)
+    >>> bool(result.log_z <= 0.0)
+    True
+    """
+    if not isinstance(program, Program):
+        raise InputError(f"smc.run needs a ppl.Program, got {type(program).__name__}")
+    check_positive_int(n, "n (the number of particles)")
+    key = as_key(key)
+    if kernel is None:
+        kernel = build_kernel(**kernel_options)
+    elif kernel_options:
+        raise InputError(f"give either kernel= or kernel options, not both (got {sorted(kernel_options)})")
+    if not callable(kernel):
+        raise InputError(f"kernel must be a function (key, state, program) -> (state, info), got {kernel!r}")
+    if isinstance(kernel, SteerKernel) and program.step_delimiter is not None:
+        raise InputError("SMC-steer expands every next token, so it needs a token-level program: "
+                         "remove step_delimiter or use smc.build_kernel()")
+    move = getattr(kernel, "move", None)
+    if move is not None and hasattr(move, "check"):
+        move.check(program)
+    state, infos = sweep_jit(kernel, program, init(program, n), key)
+    return SMCResult.from_run(program, state, infos, method=describe(kernel))
+
+
+def describe(kernel) -> str:
+    if isinstance(kernel, SteerKernel):
+        return "SMC-steer (without-replacement selection)"
+    if isinstance(kernel, SMCKernel):
+        name = getattr(kernel.resampling_fn, "__name__", repr(kernel.resampling_fn))
+        text = f"SMC ({name} resampling at ESS < {kernel.ess_threshold:g} N, {type(kernel.proposal).__name__} proposal)"
+        return text + (f" with {kernel.move!r}" if kernel.move is not None else "")
+    return f"SMC ({kernel!r})"

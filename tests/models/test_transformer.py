@@ -1,0 +1,145 @@
+"""Loading transformer checkpoints (models/transformer.py): dtypes, the EOS id, the tokenizer's
+size, and every corrupt or missing file as one CheckpointError (an InputError) naming the file."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from genppl import models
+from genppl.models import InputError, sample
+from genppl.models.architectures import CheckpointError
+from tests.compile_count import count_compiles
+
+
+@pytest.fixture()
+def copy(llama_checkpoint, tmp_path):
+    """A fresh copy of the package's tiny checkpoint, to damage."""
+    path = tmp_path / "ckpt"
+    shutil.copytree(llama_checkpoint[0], path)
+    return path
+
+
+def edit_json(path, name, edit):
+    data = json.loads((path / name).read_text())
+    edit(data)
+    (path / name).write_text(json.dumps(data))
+
+
+def test_bfloat16_load_runs(llama_checkpoint):
+    lm16 = models.load(llama_checkpoint[0], dtype="bfloat16")
+    out = sample(lm16, [1, 2], 2, 4, jax.random.key(0))
+    assert np.all(np.isfinite(out.log_probs))
+
+
+def test_missing_directory_and_tokenizer(tmp_path, copy):
+    with pytest.raises(CheckpointError, match="does not exist|not found|no such"):
+        models.load(tmp_path / "nowhere")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (copy / f).unlink()
+    with pytest.raises(CheckpointError, match="no tokenizer files"):
+        models.load(copy)
+
+
+def test_unknown_dtype(llama_checkpoint):
+    with pytest.raises(CheckpointError, match="use 'float32' or 'bfloat16'"):
+        models.load(llama_checkpoint[0], dtype="float8")
+
+
+def test_loading_twice_shares_compiled_programs(llama_checkpoint, llama_lm):
+    """Two loads of one checkpoint are equal static jit arguments (no recompilation)."""
+    sample(llama_lm, [1, 2, 3], 3, 5, 0)
+    again = models.load(llama_checkpoint[0])
+    with count_compiles() as compiles:
+        out = sample(again, [1, 2, 3], 3, 5, 0)
+    assert compiles.count == 0, compiles
+    np.testing.assert_array_equal(out.token_ids, sample(llama_lm, [1, 2, 3], 3, 5, 0).token_ids)
+
+
+# ---- the EOS id (issue 11, case 7) -------------------------------------------------------
+def remove_eos(path):
+    edit_json(path, "config.json", lambda c: c.pop("eos_token_id", None))
+    edit_json(path, "generation_config.json", lambda c: c.pop("eos_token_id", None))
+    edit_json(path, "tokenizer_config.json", lambda c: c.pop("eos_token", None))
+
+
+def test_a_checkpoint_without_eos_is_refused_with_the_field_to_add(copy):
+    remove_eos(copy)
+    with pytest.raises(CheckpointError, match='names no EOS token: add "eos_token_id": <id> to config.json') as err:
+        models.load(copy)
+    assert "eos_id=" in str(err.value)
+
+
+def test_an_explicit_eos_id_is_used(copy):
+    remove_eos(copy)
+    lm = models.load(copy, eos_id=5)
+    assert lm.eos_id == 5 and lm.tokenizer.eos_id == 5
+    with pytest.raises(InputError, match=r"eos_id must be a token id in \[0, 384\)"):
+        models.load(copy, eos_id=384)
+
+
+def test_eos_is_read_from_the_files_not_from_config_class_defaults(copy):
+    remove_eos(copy)
+    edit_json(copy, "generation_config.json", lambda c: c.update(eos_token_id=[9, 10]))
+    assert models.load(copy).eos_id == 9
+    edit_json(copy, "generation_config.json", lambda c: c.pop("eos_token_id"))
+    edit_json(copy, "config.json", lambda c: c.update(eos_token_id=7))
+    lm = models.load(copy)
+    assert lm.eos_id == 7 and lm.config.eos_token_id == 7  # LlamaConfig's default would be 2
+
+
+# ---- the tokenizer's size (issue 11, case 8) ---------------------------------------------
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused_at_load(copy):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(copy))
+    tok.add_tokens([f"<extra_{i}>" for i in range(384 - len(tok) + 10)])
+    tok.save_pretrained(str(copy))
+    with pytest.raises(CheckpointError, match=r"the tokenizer has 394 tokens but the model's vocabulary "
+                                              r"\(vocab_size in config.json\) has 384") as err:
+        models.load(copy)
+    assert str(copy) in str(err.value)
+
+
+# ---- corrupt files (issue 11, case 9) ----------------------------------------------------
+def truncate(file):
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+
+
+def garbage(file):
+    file.write_bytes(np.random.default_rng(0).bytes(4000))
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("model.safetensors", truncate, "is not a readable safetensors file"),
+    ("model.safetensors", garbage, "is not a readable safetensors file"),
+    ("model.safetensors", lambda f: f.write_bytes(b""), "is not a readable safetensors file"),
+    ("tokenizer.json", truncate, "is not valid JSON"),
+    ("tokenizer.json", garbage, "is not valid JSON"),
+    ("tokenizer.json", lambda f: f.write_text('{"a": 1}'), "cannot load the tokenizer"),
+    ("tokenizer_config.json", truncate, "is not valid JSON"),
+    ("config.json", truncate, "is not valid JSON"),
+    ("config.json", garbage, "is not valid JSON"),
+    ("config.json", lambda f: f.write_text("[1, 2]"), "holds a JSON list, not an object"),
+    ("generation_config.json", truncate, "is not valid JSON"),
+], ids=["weights-truncated", "weights-garbage", "weights-empty", "tokenizer-truncated", "tokenizer-garbage",
+        "tokenizer-wrong-json", "tokenizer-config-truncated", "config-truncated", "config-garbage", "config-list",
+        "generation-config-truncated"])
+def test_a_corrupt_file_is_one_error_naming_it(copy, name, damage, message):
+    damage(copy / name)
+    with pytest.raises(CheckpointError, match=message) as err:
+        models.load(copy)
+    text = str(err.value)
+    assert isinstance(err.value, InputError)
+    assert str(copy / name) in text or (name == "tokenizer.json" and str(copy) in text), text
+    assert any(fix in text for fix in ("save_pretrained", "download it again", "re-save")), text
+    assert err.value.__cause__ is None or isinstance(err.value.__cause__, CheckpointError)
+
+
+def test_a_missing_config_field_is_a_checkpoint_error(copy):
+    edit_json(copy, "config.json", lambda c: c.update(hidden_size="wide"))
+    with pytest.raises(CheckpointError, match="config.json is not a valid llama config"):
+        models.load(copy)
