@@ -144,7 +144,7 @@ def bench_hmm(states, vocab, n, T, repeats):
 def bench_guided(states, n, T, repeats):
     from genppl import models
     from genppl import ppl
-    from genppl.circuits.guide import _sample_loop
+    from genppl.circuits.guide import sample_loop
     from genppl.tasks import sentences
 
     lm = models.load()
@@ -159,18 +159,23 @@ def bench_guided(states, n, T, repeats):
     out = {"hmm_states": states, "dfa_states": tdfa.num_states, "particles": n, "tokens": T,
            "precompute_s_with_compile": precompute}
     runs = {}
+    # the program is a traced argument: one compile per potential kind
+    loop = jax.jit(sample_loop, static_argnames=("proposal", "steps"))
+    proposal = ppl.proposals.locally_optimal()
+
+    def sample(program, state, key):
+        return loop(program, state, key, proposal=proposal, steps=T)[1]
+
     for name, pot in (("plain", None), ("dfa_mask", ppl.DFAPotential(tdfa)), ("hmm_guide", guide)):
         program = ppl.Program(lm, prompt, T, potential=pot)
-        state = program.init(n)
-        static = program.replace(prompt_ids=(0,))
-        runs[name] = (static, state)
-        block(_sample_loop(static, state, T, jax.random.key(0))[1])  # compile
+        runs[name] = (program, program.init(n))
+        block(sample(*runs[name], jax.random.key(0)))  # compile
     # round robin, so that load from other processes hits every method alike
     times = {name: [] for name in runs}
     for r in range(repeats):
-        for name, (static, state) in runs.items():
+        for name, (program, state) in runs.items():
             t0 = time.perf_counter()
-            block(_sample_loop(static, state, T, jax.random.key(r + 1))[1])
+            block(sample(program, state, jax.random.key(r + 1)))
             times[name].append(time.perf_counter() - t0)
     for name, ts in times.items():
         out[f"{name}_ms_per_token"] = 1e3 * statistics.median(ts) / T

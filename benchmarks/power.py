@@ -12,13 +12,13 @@ Three parts, all on the same checkpoint, in one process, in the same run:
    as the CLI), ``--n`` samples each. The bundled model at temperature 1 solves them almost
    always, so by default the base model p is the checkpoint at ``--base-temperature 1.5``
    (a weaker model; every method then targets powers of that p). Methods: plain sampling (temperature 1), temperature 1/alpha,
-   blockwise MH power sampling (``inference.power_mcmc``), Power-SMC (``inference.power_smc``;
+   blockwise MH power sampling (``inference.mcmc.power_mcmc``), Power-SMC (``inference.power.power_smc``;
    accuracy weighted by the particles' normalised weights) and rollout power sampling
-   (``inference.power_rollout``), with the tokens each method samples per returned sample
+   (``inference.power.power_rollout``), with the tokens each method samples per returned sample
    (every proposal, extension and rollout counted; for SMC one token per particle per step)
    and the median wall time per problem (each method compiles once per prompt-length bucket:
    those calls are in the total, the median mostly excludes them).
-2. Wall time per MH step. Ours: the compiled kernel (``inference.mcmc.step`` in a
+2. Wall time per MH step. Ours: the compiled kernel (``inference.mcmc.build_kernel()`` in a
    ``fori_loop``) on chains that were first extended to ``--max-new-tokens`` (or EOS), one
    chain and ``--n`` chains. Reference: the published approach with transformers' PyTorch
    model: one chain, each proposal a ``generate`` from the full prefix recomputed
@@ -45,10 +45,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genppl import inference
 from genppl import models
-from genppl.cli.main import encode_prompt
-from genppl.inference import mcmc
+from genppl.cli.methods import encode_prompt
+from genppl.inference import mcmc, power, smc
 from genppl.tasks import arithmetic
 
 
@@ -87,12 +86,12 @@ def methods(args):
         "plain sampling (T=1)": lambda lm, ids, key: models.sample(lm, ids, args.n, args.max_new_tokens, key),
         f"temperature 1/alpha on p (T={1 / a:g})": lambda lm, ids, key: models.sample(
             lm, ids, args.n, args.max_new_tokens, key, temperature=1.0 / a),
-        f"MH power sampling (B={args.block_size}, N_MCMC={args.num_mcmc})": lambda lm, ids, key: inference.power_mcmc(
+        f"MH power sampling (B={args.block_size}, N_MCMC={args.num_mcmc})": lambda lm, ids, key: mcmc.power_mcmc(
             lm, ids, args.n, args.max_new_tokens, key, alpha=a, block_size=args.block_size, num_mcmc=args.num_mcmc),
-        f"Power-SMC (N={smc_n})": lambda lm, ids, key: inference.power_smc(
+        f"Power-SMC (N={smc_n})": lambda lm, ids, key: power.power_smc(
             lm, ids, smc_n, args.max_new_tokens, key, alpha=a),
         f"rollout power sampling (K={args.rollout_top_k}, M={args.rollouts}, H={args.horizon})":
-            lambda lm, ids, key: inference.power_rollout(
+            lambda lm, ids, key: power.power_rollout(
                 lm, ids, args.n, args.max_new_tokens, key, alpha=a, top_k=args.rollout_top_k,
                 rollouts=args.rollouts, horizon=args.horizon),
     }
@@ -100,7 +99,7 @@ def methods(args):
 
 def cost(out) -> float:
     """Tokens sampled per returned sample."""
-    if isinstance(out, inference.SMCResult):
+    if isinstance(out, smc.SMCResult):
         return float(len(out.ess))  # every live particle samples one token per step
     if hasattr(out, "tokens_generated") and out.tokens_generated is not None:
         return float(np.mean(out.tokens_generated))
@@ -109,7 +108,7 @@ def cost(out) -> float:
 
 def accuracy(out, problem) -> float:
     correct = np.array([arithmetic.extract_answer(t) == problem.answer for t in out.texts], float)
-    if isinstance(out, inference.SMCResult):
+    if isinstance(out, smc.SMCResult):
         return float(np.dot(out.weights, correct))
     return float(correct.mean())
 
@@ -170,18 +169,18 @@ def run_accuracy(lm, args):
 
 # ---- 2. time per MH step -----------------------------------------------------------------
 def time_ours_mh(lm, ids, n, args):
-    config = mcmc.MHConfig(alpha=args.alpha)
-    cap = args.max_new_tokens
+    kernel = mcmc.build_kernel()  # suffix move, proposal at temperature 1/alpha
+    cap, alpha = args.max_new_tokens, jnp.float32(args.alpha)
 
     @jax.jit
     def steps(lm, state, key):
         def body(i, carry):
             state, regenerated = carry
-            state, info = mcmc.step(jax.random.fold_in(key, i), state, lm, config, cap)
+            state, info = kernel(jax.random.fold_in(key, i), state, lm, alpha, cap)
             return state, regenerated + info.proposed_tokens.sum()
         return jax.lax.fori_loop(0, args.mh_steps, body, (state, jnp.int32(0)))
 
-    state = mcmc.init(jax.random.key(1), lm, ids, n, cap, config)
+    state = kernel.init(jax.random.key(1), lm, ids, n, cap, alpha)
     jax.block_until_ready(steps(lm, state, jax.random.key(2)))  # compile + warm up
     times, regenerated = [], 0
     for r in range(args.repeats):
@@ -268,7 +267,7 @@ def main(argv=None):
     smc_n = args.smc_n or args.n
     plain_s = median_time(lambda s: models.sample(lm, ids, smc_n, args.max_new_tokens, jax.random.key(s)),
                           args.repeats)
-    smc_s = median_time(lambda s: inference.power_smc(lm, ids, smc_n, args.max_new_tokens, s, alpha=args.alpha),
+    smc_s = median_time(lambda s: power.power_smc(lm, ids, smc_n, args.max_new_tokens, s, alpha=args.alpha),
                         args.repeats)
 
     print()

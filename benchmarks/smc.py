@@ -10,7 +10,7 @@ Task: continue ``<BOS>S:`` by exactly ``--tokens`` new tokens (EOS forbidden unt
 every method does the same number of token steps per particle), N particles / samples.
 
 * sampling: ``models.sample(..., min_new_tokens=T)``, unconstrained, temperature 1;
-* SMC: ``inference.smc`` (systematic resampling at ESS < N/2, locally optimal proposal) on
+* SMC: ``inference.smc.run`` (systematic resampling at ESS < N/2, locally optimal proposal) on
   ``ppl.Program(potential=MinLength(T) * constraint)`` with the constraint ``none``,
   ``no e`` (``ppl.BannedStrings(["e", "E"])``, the letter-avoiding task) or ``regex``
   (``ppl.Regex`` of lower-case text, digits and punctuation);
@@ -54,9 +54,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from genppl import inference
 from genppl import models
 from genppl import ppl
+from genppl.inference import smc
+from genppl.tasks import arithmetic
 
 PROMPT = "S:"
 BANNED = ["e", "E"]
@@ -89,7 +90,7 @@ def time_smc(lm, prompt, n, tokens, repeats, constraint):
     stats = {}
 
     def run(seed):
-        result = inference.smc(program, n, jax.random.key(seed))
+        result = smc.run(program, n, jax.random.key(seed))
         assert len(result.ess) == tokens and all(len(ids) == tokens for ids in result.token_ids)
         assert np.isfinite(result.log_z), result.message
         stats["resamplings"] = result.num_resampling
@@ -144,20 +145,12 @@ def time_llamppl(lm, n, tokens, repeats):
     return median_time(run, repeats), out
 
 
-def equations_hold(text: str) -> bool:
-    """Step verifier: every equation written so far is right (vacuously true before one)."""
-    from genppl.tasks import arithmetic
-
-    return all(arithmetic.step_checks(text))
-
-
 def accuracy(lm, problems, n, max_new_tokens, seed):
     """Per-method accuracy and tokens per problem on ``problems`` (see the module docstring)."""
     import collections
 
-    from genppl.tasks import arithmetic
-
-    verifier = ppl.StepVerifier(equations_hold, lm.tokenizer)  # one object: one compiled sweep
+    # the step verifier; programs differing only in the prompt share one compiled sweep
+    verifier = ppl.StepVerifier(arithmetic.equations_hold, lm.tokenizer)
     key = jax.random.key(seed)
     rows = collections.defaultdict(list)
     for problem in problems:
@@ -174,7 +167,7 @@ def accuracy(lm, problems, n, max_new_tokens, seed):
         rows["majority vote"].append((float(bool(votes) and votes[0][0] == problem.answer),
                                       out.num_tokens.sum()))
         program = ppl.Program(lm, prompt, max_new_tokens, potential=verifier, step_delimiter=".")
-        result = inference.smc(program, n, k2)
+        result = smc.run(program, n, k2)
         rows["SMC with the step verifier (weighted vote)"].append(
             (float(result.best_answer(arithmetic.extract_answer) == problem.answer),
              sum(map(len, result.token_ids))))
@@ -183,8 +176,6 @@ def accuracy(lm, problems, n, max_new_tokens, seed):
 
 
 def main_accuracy(args, lm):
-    from genppl.tasks import arithmetic
-
     problems = arithmetic.eval_problems(args.problems if not args.ops else 1000)
     if args.ops:  # only the held-out problems with this many operations (the hard ones: 4)
         problems = [pb for pb in problems if pb.solution.count("=") == args.ops][: args.problems]

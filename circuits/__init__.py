@@ -4,9 +4,9 @@ HMM x DFA guide, and probabilistic circuits. Imports ``ppl`` and ``models``, nev
 * HMMs (:mod:`circuits.hmm`): :class:`HMM`, batched log-space :func:`log_likelihood`,
   :func:`posteriors`, :func:`forward_messages`, :func:`sample`, EM (:func:`em_step`,
   :func:`fit`, full- or mini-batch); distillation from an LM (:func:`distill_hmm`).
-* DFAs (:mod:`circuits.dfa`): :func:`keywords_dfa`, :func:`banned_words_dfa`,
-  :func:`intersect`, :func:`complement`, and :func:`constraint_dfa` (keywords, banned words
-  and a regex, lifted to the tokenizer's tokens as a :class:`ppl.TokenDFA`).
+* DFAs (:mod:`circuits.dfa`): :func:`constraint_dfa` (keywords, banned words and a regex,
+  lifted to the tokenizer's tokens as a :class:`ppl.automata.TokenDFA`); the automata it
+  combines live in :mod:`ppl.automata`.
 * The guide (:mod:`circuits.guide`): :class:`HMMGuide`, a token-level :class:`ppl.Potential`
   giving every next token p_HMM(constraint | prefix, token); :func:`constrained_sample`.
 * Circuits (:mod:`circuits.layers`, :mod:`~circuits.structures`, :mod:`~circuits.queries`,
@@ -23,9 +23,9 @@ HMM x DFA guide, and probabilistic circuits. Imports ``ppl`` and ``models``, nev
 >>> program = ppl.Program(lm, [1], max_new_tokens=4, potential=guide)   # proposal p_LM * guide
 """
 
-from .dfa import banned_words_dfa, complement, constraint_dfa, intersect, keywords_dfa, word_dfa
+from .dfa import constraint_dfa
 from .distill import distill_hmm, kmeans, lm_features, lm_samples
-from .guide import HMMGuide, backward_tables, constrained_sample
+from .guide import HMMGuide, backward_tables, constrained_sample, reachable, sample_loop
 from .hmm import HMM, em_step, fit, forward_messages, log_likelihood, posteriors, sample
 from .layers import Circuit, Input, Product, Sum
 from .learning import em_step as circuit_em_step
@@ -36,9 +36,9 @@ from .structures import chow_liu_tree, hmm_circuit, random_binary_tree
 
 __all__ = [
     # HMMs, DFAs, the guide
-    "HMM", "HMMGuide", "backward_tables", "banned_words_dfa", "complement", "constrained_sample",
-    "constraint_dfa", "distill_hmm", "em_step", "fit", "forward_messages", "intersect", "keywords_dfa",
-    "kmeans", "lm_features", "lm_samples", "log_likelihood", "posteriors", "sample", "word_dfa",
+    "HMM", "HMMGuide", "backward_tables", "constrained_sample", "constraint_dfa", "distill_hmm",
+    "em_step", "fit", "forward_messages", "kmeans", "lm_features", "lm_samples", "log_likelihood",
+    "posteriors", "reachable", "sample", "sample_loop",
     # circuits
     "Circuit", "Input", "Product", "Sum", "chow_liu_tree", "circuit_em_step", "circuit_sample",
     "conditional", "fit_em", "fit_sgd", "hmm_circuit", "map_assignment", "marginal", "random_binary_tree",

@@ -42,6 +42,3 @@ def constraint_dfa(tokenizer_or_lm, keywords=(), banned=(), regex: str | None = 
     token_bytes, vocab_size, eos_id = vocabulary(tokenizer_or_lm)
     return TokenDFA.build(intersect(*parts), token_bytes, eos_id, vocab_size)
 
-
-# TEMP: until circuits/__init__ imports these from genppl.ppl.automata
-from genppl.ppl.automata import complement, word_dfa  # noqa: E402,F401

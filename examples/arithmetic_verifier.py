@@ -19,9 +19,8 @@ import collections
 
 import jax
 
-from genppl import inference
-from genppl import models
-from genppl import ppl
+from genppl import models, ppl
+from genppl.inference import smc
 from genppl.tasks import arithmetic
 
 
@@ -59,7 +58,7 @@ def main(argv=None) -> dict:
 
         program = ppl.Program(lm, prompt, args.max_new_tokens, potential=verifier,
                               step_delimiter=delimiter)
-        result = inference.smc(program, args.n, k_smc)
+        result = smc.run(program, args.n, k_smc)
         smc_answer = result.best_answer(arithmetic.extract_answer)  # weighted vote
 
         plain = models.sample(lm, prompt, args.n, args.max_new_tokens, k_sample)

@@ -20,9 +20,8 @@ import argparse
 
 import jax
 
-from genppl import inference
-from genppl import models
-from genppl import ppl
+from genppl import models, ppl
+from genppl.inference import smc
 
 
 def main(argv=None) -> dict:
@@ -41,7 +40,7 @@ def main(argv=None) -> dict:
 
     program = ppl.Program(lm, prompt, args.max_new_tokens, potential=ppl.BannedStrings(banned, lm))
     key_smc, key_plain = jax.random.split(jax.random.key(args.seed))
-    result = inference.smc(program, args.n, key_smc)
+    result = smc.run(program, args.n, key_smc)
     print(result.summary(), "\n")
     for text, w in zip(result.texts, result.weights):
         print(f"{w:6.3f}  {text!r}")

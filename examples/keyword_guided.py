@@ -31,9 +31,8 @@ import jax
 import numpy as np
 
 from genppl import circuits
-from genppl import inference
-from genppl import models
-from genppl import ppl
+from genppl import models, ppl
+from genppl.inference import smc
 from genppl.tasks import sentences
 
 
@@ -102,7 +101,7 @@ def main(argv=None) -> dict:
                                  ("SMC, HMM guide", guide, key_guide)):
         program = ppl.Program(lm, prompt, T, potential=potential)
         t0 = time.perf_counter()
-        result = inference.smc(program, args.n, key)
+        result = smc.run(program, args.n, key)
         rows.append(summarise(name, result.texts, result.log_p, result.weights, keywords,
                               time.perf_counter() - t0, result))
         if name.endswith("guide"):

@@ -28,9 +28,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from genppl import inference
-from genppl import models
-from genppl import ppl
+from genppl import models, ppl
+from genppl.inference import smc
 from genppl.tasks import sentences
 
 
@@ -89,7 +88,7 @@ def main(argv=None) -> dict:
     potential = guide * ppl.HostScorer(all_keywords, tok, batched=False)
     program = ppl.Program(lm, prompt, args.max_new_tokens, potential=potential)
     key_smc, key_plain = jax.random.split(jax.random.key(args.seed))
-    result = inference.smc(program, args.n, key_smc, ess_threshold=0.5)
+    result = smc.run(program, args.n, key_smc, ess_threshold=0.5)
     print(result.summary())
 
     live = [t for t, w in zip(result.texts, result.weights) if w > 0]

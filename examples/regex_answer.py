@@ -19,9 +19,8 @@ import re
 
 import jax
 
-from genppl import inference
-from genppl import models
-from genppl import ppl
+from genppl import models, ppl
+from genppl.inference import smc
 from genppl.tasks import arithmetic
 
 #: " a op b = c." one to four times, then " The answer is N." (numbers of at most 3 digits)
@@ -44,7 +43,7 @@ def main(argv=None) -> dict:
     print(arithmetic.prompt_text(problem))
 
     program = ppl.Program(lm, prompt, args.max_new_tokens, potential=ppl.Regex(args.pattern, lm))
-    result = inference.smc(program, args.n, jax.random.key(args.seed))
+    result = smc.run(program, args.n, jax.random.key(args.seed))
     print(result.summary(), "\n")
 
     live = [(t, w) for t, w in zip(result.texts, result.weights) if w > 0]

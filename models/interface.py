@@ -60,7 +60,8 @@ class NonFiniteLogitsError(InputError):
         """The standard message for non-finite logits met at ``step`` by ``particles`` (of ``n``)."""
         particles = tuple(int(p) for p in particles)
         shown = ", ".join(map(str, particles[:8])) + (f" and {len(particles) - 8} more" if len(particles) > 8 else "")
-        when = "after the prompt" if step is None else f"at generation step {step} (after {step} generated tokens)"
+        when = ("after the prompt" if step is None else
+                f"at generation step {step} (after {step} generated token{'' if step == 1 else 's'})")
         return cls(f"{where}: the model's next-token logits are NaN or infinite {when} for particle(s) {shown} "
                    f"(of {n}). This is a fault of the model, not a constraint: likely a broken checkpoint "
                    "(NaN/inf weights) or an overflow in low precision (load with dtype='float32').",
@@ -308,7 +309,7 @@ class LanguageModel(abc.ABC):
                 raise InputError(f"token ids must be integers, got dtype {prompt_ids.dtype}")
             prompt = prompt_ids.astype(jnp.int32)
         else:
-            prompt = as_token_ids(prompt_ids, self.vocab_size, "the prompt")
+            prompt = as_token_ids(prompt_ids, self.vocab_size, "prompt")
             if prompt.shape[0] == 0:
                 raise InputError("the prompt is empty: give at least one token (e.g. the BOS or EOS id)")
         if self.max_length is not None and prompt.shape[0] + max_new_tokens > self.max_length:
@@ -343,33 +344,35 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
-def as_token_ids(ids, vocab_size: int, what: str = "token ids") -> np.ndarray:
+def as_token_ids(ids, vocab_size: int, what: str = "prompt") -> np.ndarray:
     """Host-side validation of token ids: a 1-D int32 numpy array with every id in [0, vocab_size).
 
     Refuses text (encode it first), floats (never truncated), booleans, nested or ragged
     sequences and ids that overflow, each with an :class:`InputError` saying what to change.
+    ``what`` names the sequence in messages ("prompt", "continuation", ...).
     """
     if isinstance(ids, (str, bytes)):
-        raise InputError(f"{what} must be token ids; encode text with lm.tokenizer.encode(text)")
+        raise InputError(f"the {what} must be token ids; encode text with lm.tokenizer.encode(text)")
     if isinstance(ids, (list, tuple)) and ids and all(
             isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids):
         ids = [int(i) for i in ids]  # Python ints: range-checked before any fixed-width conversion
         if min(ids) < 0 or max(ids) >= vocab_size:
-            raise InputError(f"{what}: prompt token ids must lie in [0, {vocab_size}), got {min(ids)}..{max(ids)}")
+            raise InputError(f"{what} token ids must lie in [0, {vocab_size}), got {min(ids)}..{max(ids)}")
     try:
         arr = np.asarray(jax.device_get(ids) if isinstance(ids, jax.Array) else ids)
     except (ValueError, TypeError) as e:
-        raise InputError(f"{what} must be a 1-D sequence of integer token ids ({e})") from None
+        raise InputError(f"the {what} must be a 1-D sequence of integer token ids ({e})") from None
     if arr.ndim != 1:
-        raise InputError(f"{what} must be a 1-D sequence of token ids, got shape {arr.shape}")
+        raise InputError(f"the {what} must be a 1-D sequence of token ids, got shape {arr.shape}")
     if arr.size and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer)):
         example = next((i for i in arr if isinstance(i, bool) or not isinstance(i, numbers.Integral)), arr[0])
-        raise InputError(f"{what} must be integer token ids, got {arr.dtype} values such as {example!r} "
+        example = example.item() if isinstance(example, np.generic) else example
+        raise InputError(f"the {what} must be integer token ids, got {arr.dtype} values such as {example!r} "
                          "(floats are not truncated: convert with np.asarray(ids, int) if they are whole numbers)")
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= vocab_size:
-            raise InputError(f"{what}: prompt token ids must lie in [0, {vocab_size}), got {lo}..{hi}")
+            raise InputError(f"{what} token ids must lie in [0, {vocab_size}), got {lo}..{hi}")
     return arr.astype(np.int32)
 
 

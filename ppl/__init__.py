@@ -17,16 +17,15 @@ __all__ = [
 # sequence-level scorers, twists, and effect-handler programs
 from .handlers import (EffectProgram, HandlerPotential, NextToken, StepContext, condition, factor,
                        observe, sample)
-from .scorers import HostScorer, SequenceScorer, StepReward, StepVerifier, Twist
+from .scorers import FinalReward, HostScorer, SequenceScorer, StepReward, StepVerifier, Twist
 
 __all__ += [
-    "EffectProgram", "HandlerPotential", "HostScorer", "NextToken", "SequenceScorer", "StepContext",
+    "EffectProgram", "FinalReward", "HandlerPotential", "HostScorer", "NextToken", "SequenceScorer", "StepContext",
     "StepReward", "StepVerifier", "Twist", "condition", "factor", "observe", "sample",
 ]
 
-# regular expressions and string constraints compiled to token tables
-from .regex import ByteDFA, DFAPotential, Regex, TokenDFA, compile_regex
-from .strings import BannedStrings, StopStrings, substring_dfa
+# hard constraints (regexes and strings compiled to token tables) and the automata behind them
+from . import automata
+from .constraints import BannedStrings, DFAPotential, Regex, StopStrings
 
-__all__ += ["BannedStrings", "ByteDFA", "DFAPotential", "Regex", "StopStrings", "TokenDFA", "compile_regex",
-            "substring_dfa"]
+__all__ += ["BannedStrings", "DFAPotential", "Regex", "StopStrings", "automata"]

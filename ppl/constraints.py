@@ -286,7 +286,8 @@ class BannedStrings(DFAPotential):
 
     def __repr__(self) -> str:
         strings = getattr(self, "strings", None)
-        return f"BannedStrings({list(strings)!r})" if strings is not None else f"BannedStrings({self.num_states} states)"
+        return f"BannedStrings({list(strings)!r})" if strings is not None else \
+            f"BannedStrings({self.num_states} states)"
 
 
 # ---- stop strings ----------------------------------------------------------------------------
@@ -358,7 +359,9 @@ class StopStrings:
         Runs the byte automaton over the text's UTF-8 bytes (host-side, on concrete leaves);
         a stop string ends on a character boundary, so the cut is at one too."""
         data = text.encode()
-        table, accepting = np.asarray(self.byte_table), np.asarray(self.byte_accepting)
+        host = getattr(self, "byte_dfa", None)  # the host copy, when this object has it
+        table, accepting = (host.table(), host.accepting) if host is not None else \
+            (np.asarray(self.byte_table), np.asarray(self.byte_accepting))
         state = self.start
         for k, b in enumerate(data):
             state = table[state, b]

@@ -31,12 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from genppl.models.interface import PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int
+from genppl.models.interface import (PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int,
+                                     nonfinite_rows)
 
-try:  # TEMP(lead): until the constraints move lands
-    from .constraints import StopStrings
-except ImportError:
-    from .strings import StopStrings
+from .constraints import StopStrings
 from .potential import Potential, has_boundary, scale
 
 
@@ -46,7 +44,9 @@ class ProgramState:
 
     lm: the LM state; potential: the potential's state; done: finished (EOS, stop string, cap,
     or dead); eos: ended with EOS or a stop string; log_p: log p(x | prompt) so far under the
-    raw LM; stop: [n] int32 state of the stop-string automaton (None without stop strings).
+    raw LM; stop: [n] int32 state of the stop-string automaton (None without stop strings);
+    fault: [n] int32, -1, or the number of generated tokens at which the model gave NaN or
+    infinite logits (the particle was stopped there: a fault of the model, not a constraint).
     """
 
     lm: LMState
@@ -55,6 +55,7 @@ class ProgramState:
     eos: jax.Array
     log_p: jax.Array
     stop: jax.Array | None = None
+    fault: jax.Array | None = None
 
     @property
     def num_particles(self) -> int:
@@ -164,6 +165,7 @@ class Program:
             eos=jnp.zeros((n,), bool),
             log_p=jnp.zeros((n,), jnp.float32),
             stop=None if self.stop is None else jnp.full((n,), self.stop.start, jnp.int32),
+            fault=jnp.full((n,), -1, jnp.int32),
         )
 
     def next_token_weights(self, state: ProgramState) -> tuple[jax.Array, jax.Array]:
@@ -181,9 +183,12 @@ class Program:
 
         Returns (state, log G [n], token [n]); finished or inactive particles get log G = 0.
         A particle whose every continuation is ruled out gets log G = -inf and finishes; one
-        whose token completes a stop string finishes with ``eos`` set.
+        whose token completes a stop string finishes with ``eos`` set; one whose logits are
+        NaN or infinite finishes with log G = -inf and its ``fault`` set (:meth:`mark_faults`).
         """
         moving = ~state.done if active is None else (~state.done & active)
+        state, faulty = self.mark_faults(state, moving)
+        moving = moving & ~faulty
         logp, target = self.next_token_weights(state)
         logq, logw_all = proposal(self, state, target)
         alive = jnp.isfinite(jax.nn.logsumexp(logq, -1))
@@ -193,7 +198,17 @@ class Program:
         logw = jnp.broadcast_to(logw_all, logq.shape)[rows, token]
         logw = jnp.where(alive & ~jnp.isnan(logw), logw, -jnp.inf)
         log_p_token = jnp.where(alive, logp[jnp.arange(token.shape[0]), token], 0.0)
-        return self.append(state, token, logw, log_p_token, moving)
+        state, logw, token = self.append(state, token, logw, log_p_token, moving)
+        return state, jnp.where(faulty, -jnp.inf, logw), token
+
+    def mark_faults(self, state: ProgramState, moving) -> tuple[ProgramState, jax.Array]:
+        """Stop the ``moving`` particles whose logits are NaN or infinite: they finish with
+        weight -inf (kernels never resample them) and ``fault`` records where; the caller
+        reports it as a model fault (:class:`models.NonFiniteLogitsError`). Returns
+        (state, faulty [n])."""
+        faulty = moving & nonfinite_rows(state.lm.logits)
+        fault = jnp.where(faulty & (state.fault < 0), state.lm.num_generated, state.fault)
+        return state.replace(done=state.done | faulty, fault=fault), faulty
 
     def append(self, state: ProgramState, token, logw, log_p_token, moving):
         """Append a chosen ``token`` [n] to the ``moving`` particles and finish the bookkeeping
@@ -207,8 +222,7 @@ class Program:
         at_cap = moving & ~is_eos & (lm_state.num_generated >= self.max_new_tokens)
         stop_state, ended = state.stop, is_eos
         if self.stop is not None:
-            next_state, stops = (self.stop.next_state, self.stop.stops) if hasattr(self.stop, "stops") \
-                else self.stop.device_tables()  # TEMP(lead)
+            next_state, stops = self.stop.next_state, self.stop.stops
             stop_state = jnp.where(moving, next_state[state.stop, token], state.stop)
             is_stop = moving & alive & ~is_eos & stops[state.stop, token]
             at_cap = at_cap | is_stop  # finished without EOS: the potential's final check
@@ -222,6 +236,7 @@ class Program:
             eos=state.eos | ended,
             log_p=state.log_p + jnp.where(moving & alive, log_p_token, 0.0),
             stop=stop_state,
+            fault=state.fault,
         )
         return new, logw, token
 

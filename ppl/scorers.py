@@ -37,7 +37,7 @@ from genppl.models.interface import InputError
 
 from .potential import Potential
 
-__all__ = ["SequenceScorer", "HostScorer", "StepVerifier", "StepReward", "Twist"]
+__all__ = ["SequenceScorer", "HostScorer", "StepVerifier", "StepReward", "FinalReward", "Twist"]
 
 
 def _increment(new: jax.Array, old: jax.Array) -> jax.Array:
@@ -251,33 +251,45 @@ class StepVerifier(HostScorer):
 
 
 class StepReward(HostScorer):
-    """A process reward model as a potential: ``fn(texts) -> r`` in [0, 1] for partial solutions.
+    """A process reward model as a likelihood at every step: ``fn(texts) -> r`` in [0, 1].
 
-    Scored at every step boundary (a program with a ``step_delimiter``) and at the end, with
-    weight ``beta * log r``. Two exact targets (step-level particle filtering):
+    Target (step-level particle filtering, the state-space model of Puri et al. 2025):
 
-    * ``target="product"``: pi(x) ∝ p(x) * prod_k r(x_<=k)^beta over the steps k of x
-      (each step's reward is a likelihood, the state-space model of Puri et al. 2025);
-    * ``target="final"``: pi(x) ∝ p(x) * r(x)^beta; rewards of partial solutions act as a
-      twist (their ratios telescope), guiding resampling without changing the target.
+        pi(x) ∝ p(x) * prod_k r(x_<=k)^beta   over the steps x_<=1, ..., x_<=K = x of x,
 
-    With steps x_<=1, ..., x_<=K = x, "product" adds beta log r(x_<=k) at every boundary k;
-    "final" adds beta (log r(x_<=k) - log r(x_<=k-1)) (r of the empty prefix taken as 1),
-    whose sum over k is beta log r(x): both sums are the log phi(x) of their target.
+    the steps being the prefixes at the program's step boundaries (``step_delimiter``) and
+    the finished text. Each boundary adds ``beta log r(x_<=k)`` once: a sequence that ends
+    with the delimiter and then EOS has no further step, so the EOS-only transition adds
+    nothing (its text is the last step's); an empty continuation is one (empty) step.
+    :class:`FinalReward` is the other exact choice, p(x) r(x)^beta.
 
     r = 0 rules a prefix out. ``fn`` is batched (list of texts -> list of floats) unless
     ``batched=False``.
     """
 
-    def __init__(self, fn, tokenizer, target: str = "product", beta: float = 1.0,
-                 batched: bool = True, include_prompt: bool = False):
-        if target not in ("product", "final"):
-            raise InputError(f"target must be 'product' or 'final', got {target!r}")
+    cumulative = True
+
+    def __init__(self, fn, tokenizer, beta: float = 1.0, batched: bool = True, include_prompt: bool = False):
         if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not beta > 0:
             raise InputError(f"beta must be a positive number, got {beta!r}")
+        eos_id = getattr(tokenizer, "eos_id", None)
+        if eos_id is None:
+            raise InputError("a reward potential needs the tokenizer's eos_id (e.g. lm.tokenizer)")
         super().__init__(fn, tokenizer, every_step=True, batched=batched, include_prompt=include_prompt)
-        self.target, self.beta = target, float(beta)
-        self.cumulative = target == "product"
+        self.beta, self.eos_id = float(beta), int(eos_id)
+
+    def init(self, lm_state):
+        # "scored": the text length (EOS excluded) at the last rewarded step; one less than the
+        # prompt so that even an empty continuation is rewarded once
+        return {"value": jnp.zeros(lm_state.length.shape, jnp.float32), "scored": lm_state.prompt_length - 1}
+
+    def logw_boundary(self, pstate, lm_state, at_boundary, final):
+        last = jnp.take_along_axis(lm_state.tokens, jnp.maximum(lm_state.length - 1, 0)[:, None], 1)[:, 0]
+        content = lm_state.length - ((last == self.eos_id) & (lm_state.length > lm_state.prompt_length))
+        rows = jnp.asarray(at_boundary, bool) & (content > pstate["scored"])
+        value = jnp.asarray(self._evaluate(lm_state, rows), jnp.float32)
+        new = {"value": jnp.where(rows, value, pstate["value"]), "scored": jnp.where(rows, content, pstate["scored"])}
+        return new, jnp.where(rows, value, 0.0)
 
     def _convert(self, value, text) -> float:
         if isinstance(value, np.ndarray) and value.shape == ():
@@ -290,7 +302,22 @@ class StepReward(HostScorer):
         return -math.inf if value == 0.0 else self.beta * math.log(value)
 
     def __repr__(self) -> str:
-        return f"StepReward({_name(self.fn)}, target={self.target!r}, beta={self.beta:g})"
+        return f"{type(self).__name__}({_name(self.fn)}, beta={self.beta:g})"
+
+
+class FinalReward(StepReward):
+    """The finished solution's reward as the target, partial rewards as a twist:
+
+        pi(x) ∝ p(x) * r(x)^beta.
+
+    Each step boundary k adds beta (log r(x_<=k) - log r(x_<=k-1)) (r of the empty prefix
+    taken as 1); the sum over a finished sequence is beta log r(x), so the rewards of partial
+    solutions guide resampling without changing the target.
+    """
+
+    cumulative = False
+    init = _BoundaryScorer.init
+    logw_boundary = _BoundaryScorer.logw_boundary
 
 
 class Twist(Potential):

@@ -6,6 +6,10 @@
 
 Prompts are plain text (``arithmetic.prompt_text(problem)``, ``sentences.prompt_text()``);
 the bundled model expects its BOS token (``<|endoftext|>``) before the encoded prompt.
+Scoring: ``arithmetic.score(texts, problem, weights=None)`` and
+``sentences.score(texts, weights=None, keywords=None)`` give a prompt's metrics (weighted for
+SMC particles); ``arithmetic.equations_hold`` and ``arithmetic.step_reward`` are the step
+verifier and the step reward the ``genppl`` command's SMC methods use.
 """
 
 from . import arithmetic, corpus, sentences

@@ -24,14 +24,17 @@ prepend the tokenizer's BOS id (``<|endoftext|>``) to the encoded prompt.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 import re
+from typing import Sequence
 
 __all__ = [
     "Problem", "generate_problem", "prompt_text", "document", "extract_answer", "is_correct",
     "steps", "step_checks", "check_steps", "step_score", "eval_problems", "accuracy",
-    "EVAL_SEED", "STEP_DELIMITER", "MAX_VALUE",
+    "equations_hold", "step_reward", "majority_vote", "weighted_vote", "score",
+    "EVAL_SEED", "STEP_DELIMITER", "MAX_VALUE", "WRONG_STEP_REWARD",
 ]
 
 #: Seed of the held-out evaluation set; training corpora use other seeds and exclude it.
@@ -40,6 +43,8 @@ EVAL_SEED = 1_000_003
 MAX_VALUE = 60
 #: Steps of the worked answer end with this string.
 STEP_DELIMITER = ". "
+#: :func:`step_reward` of a partial solution: this to the power of its wrong equations.
+WRONG_STEP_REWARD = 0.1
 
 _NAMES = [
     ("Sam", "he"), ("Tom", "he"), ("Ben", "he"), ("Max", "he"), ("Leo", "he"), ("Jack", "he"),
@@ -221,3 +226,62 @@ def accuracy(completions, problems) -> float:
     if not problems:
         return 0.0
     return sum(is_correct(c, p) for c, p in zip(completions, problems)) / len(problems)
+
+
+# ---- step checks as potentials, and scoring of a prompt's samples -----------------------
+def equations_hold(text: str) -> bool:
+    """Step verifier: every equation written so far is right (vacuously true before the
+    first one). A 0/1 potential for ``ppl.StepVerifier``."""
+    return all(step_checks(text))
+
+
+def step_reward(texts: Sequence[str]) -> list[float]:
+    """Reward of partial solutions (a batched reward model for ``ppl.StepReward`` or
+    ``inference.smc.reward_particle_filter``): :data:`WRONG_STEP_REWARD` to the power of the
+    number of wrong equations, so 1.0 while every step holds."""
+    return [WRONG_STEP_REWARD ** (len(c) - sum(c)) for c in map(step_checks, texts)]
+
+
+def majority_vote(texts: Sequence[str], weights=None) -> int | None:
+    """The most frequent extracted answer among the texts (None when none gives one); with
+    ``weights``, texts of weight 0 (dead particles) do not vote. Ties go to the answer seen
+    first."""
+    voters = [extract_answer(t) for i, t in enumerate(texts) if weights is None or weights[i] > 0]
+    voted = collections.Counter(a for a in voters if a is not None).most_common(1)
+    return voted[0][0] if voted else None
+
+
+def weighted_vote(texts: Sequence[str], weights) -> int | None:
+    """The answer with the largest total weight (normalised importance weights of
+    particles); texts without an answer or with weight 0 do not vote. None when none does."""
+    totals: dict = collections.defaultdict(float)
+    for text, w in zip(texts, weights):
+        answer = extract_answer(text)
+        if answer is not None and w > 0:
+            totals[answer] += float(w)
+    return max(totals, key=totals.get) if totals else None
+
+
+def score(texts: Sequence[str], problem: Problem, weights=None) -> dict[str, float]:
+    """Metrics of the samples of one problem.
+
+    Without ``weights`` (plain samples): ``accuracy`` (share of right answers) and
+    ``majority_vote_accuracy`` (1.0 if the most frequent answer is right). With ``weights``
+    (the normalised weights of SMC particles, summing to 1 or all 0): ``accuracy`` is the
+    weighted share of right answers, the majority vote counts only particles of positive
+    weight, and ``weighted_vote_accuracy`` is 1.0 if the answer of largest total weight is
+    right.
+    """
+    texts = list(texts)
+    if weights is not None and len(weights) != len(texts):
+        raise ValueError(f"got {len(weights)} weights for {len(texts)} texts")
+    correct = [extract_answer(t) == problem.answer for t in texts]
+    if weights is None:
+        accuracy_ = sum(correct) / len(texts) if texts else 0.0
+    else:
+        accuracy_ = float(sum(float(w) for w, c in zip(weights, correct) if c))
+    metrics = {"accuracy": float(accuracy_),
+               "majority_vote_accuracy": float(majority_vote(texts, weights) == problem.answer)}
+    if weights is not None:
+        metrics["weighted_vote_accuracy"] = float(weighted_vote(texts, weights) == problem.answer)
+    return metrics

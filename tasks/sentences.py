@@ -35,7 +35,7 @@ __all__ = [
     "VOCABULARY", "ANIMATES", "THINGS", "PLACES", "ADJECTIVES", "TRANSITIVE_VERBS",
     "INTRANSITIVE_VERBS", "ADVERBS", "FUNCTION_WORDS", "CONTENT_WORDS", "generate_sentence",
     "prompt_text", "document", "words", "in_vocabulary", "keyword_coverage",
-    "satisfies_keywords", "is_well_formed", "keyword_sets", "witness_sentences",
+    "satisfies_keywords", "is_well_formed", "keyword_sets", "witness_sentences", "score",
 ]
 
 ANIMATES = tuple("""
@@ -272,3 +272,22 @@ def witness_sentences(n: int = 100, seed: int = 0) -> list[str]:
     """For ``keyword_sets(n, seed)``, a sentence of the grammar using each triple."""
     rng = random.Random(seed)
     return [_keyword_triple(rng)[1] for _ in range(n)]
+
+
+def score(texts, weights=None, keywords=None) -> dict[str, float]:
+    """Metrics of the samples of one prompt: ``well_formed``, the share of well-formed
+    sentences, and with ``keywords`` ``keywords_satisfied``, the share using every keyword.
+    With ``weights`` (the normalised weights of SMC particles) the shares are weighted."""
+    texts = list(texts)
+    if weights is not None and len(weights) != len(texts):
+        raise ValueError(f"got {len(weights)} weights for {len(texts)} texts")
+
+    def share(flags):
+        if weights is None:
+            return sum(flags) / len(flags) if flags else 0.0
+        return float(sum(float(w) for w, f in zip(weights, flags) if f))
+
+    out = {"well_formed": float(share([is_well_formed(t) for t in texts]))}
+    if keywords:
+        out["keywords_satisfied"] = float(share([satisfies_keywords(t, keywords) for t in texts]))
+    return out

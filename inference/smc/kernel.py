@@ -53,12 +53,15 @@ class SMCState:
 @struct.dataclass
 class SMCInfo:
     """What one step did: ``ancestors`` [n] (identity when it did not resample), ``ess``
-    after reweighting, ``resampled``, and ``log_z_increment`` (the change of log Z_hat)."""
+    after reweighting, ``resampled``, ``log_z_increment`` (the change of log Z_hat), and
+    ``fault`` [n] (the particles' :attr:`ProgramState.fault` after the step: where the model
+    gave NaN or infinite logits, kept even if resampling later drops the particle)."""
 
     ancestors: jax.Array
     ess: jax.Array
     resampled: jax.Array
     log_z_increment: jax.Array
+    fault: jax.Array
 
 
 def init(program: Program, n: int) -> SMCState:
@@ -67,12 +70,14 @@ def init(program: Program, n: int) -> SMCState:
     return SMCState(particles=particles, logw=jnp.zeros((n,), jnp.float32), step=jnp.zeros((), jnp.int32))
 
 
-def finish_step(state: SMCState, particles, logw, ancestors, resampled) -> tuple[SMCState, SMCInfo]:
-    """New state and info after a step's moves, with NaN weights turned into -inf."""
+def finish_step(state: SMCState, particles, logw, ancestors, resampled, fault=None) -> tuple[SMCState, SMCInfo]:
+    """New state and info after a step's moves, with NaN weights turned into -inf. ``fault``:
+    the faults to report, if not those of the new ``particles`` (a selection may drop them)."""
     logw = jnp.where(jnp.isnan(logw), -jnp.inf, logw)
     before, after = log_mean_exp(state.logw), log_mean_exp(logw)
     info = SMCInfo(ancestors=ancestors, ess=ess(logw), resampled=resampled,
-                   log_z_increment=jnp.where(jnp.isfinite(before), after - before, after))
+                   log_z_increment=jnp.where(jnp.isfinite(before), after - before, after),
+                   fault=particles.fault if fault is None else fault)
     return SMCState(particles=particles, logw=logw, step=state.step + 1), info
 
 
@@ -124,7 +129,8 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
     steps = program.max_new_tokens
     n = state.logw.shape[0]
     idle = SMCInfo(ancestors=jnp.arange(n, dtype=jnp.int32), ess=jnp.float32(jnp.nan),
-                   resampled=jnp.zeros((), bool), log_z_increment=jnp.float32(0.0))
+                   resampled=jnp.zeros((), bool), log_z_increment=jnp.float32(0.0),
+                   fault=jnp.full((n,), -1, jnp.int32))
 
     def body(state, key):
         live = jnp.isfinite(jax.nn.logsumexp(state.logw)) & jnp.any(~state.particles.done)

@@ -7,10 +7,12 @@ function of the latest reward and reports no normalising constant; here the rewa
 an exact potential (:class:`ppl.StepReward`), so the run targets a stated distribution and
 tracks log Z:
 
-* ``target="product"`` (default): pi(x) ∝ p(x) * prod_k r(x_<=k)^beta, each step's reward a
-  likelihood of "this step is right", the state-space model the paper describes;
-* ``target="final"``: pi(x) ∝ p(x) * r(x)^beta, with the rewards of partial solutions used
-  as a twist (their ratios), so only the finished solution's reward shapes the target.
+* ``final=False`` (default, :class:`ppl.StepReward`): pi(x) ∝ p(x) * prod_k r(x_<=k)^beta,
+  each step's reward a likelihood of "this step is right", the state-space model the paper
+  describes;
+* ``final=True`` (:class:`ppl.FinalReward`): pi(x) ∝ p(x) * r(x)^beta, with the rewards of
+  partial solutions used as a twist (their ratios), so only the finished solution's reward
+  shapes the target.
 
 Proposals come from the LM itself by default (``proposal=ppl.proposals.prior()``; any proposal
 function may be given); resampling happens at every step by default (``ess_threshold=1.0``), as in the paper.
@@ -22,7 +24,7 @@ from genppl.models.interface import InputError
 from genppl.ppl.potential import Potential
 from genppl.ppl.program import Program
 from genppl.ppl.proposals import prior
-from genppl.ppl.scorers import StepReward
+from genppl.ppl.scorers import FinalReward, StepReward
 
 from .resampling import systematic
 from .results import SMCResult
@@ -30,13 +32,13 @@ from .run import run
 
 
 def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tokens: int,
-                           step_delimiter: str = "\n", target: str = "product", beta: float = 1.0,
+                           step_delimiter: str = "\n", final: bool = False, beta: float = 1.0,
                            potential: Potential | None = None, proposal=None,
                            batched: bool = True, resampling_fn=systematic,
                            ess_threshold: float = 1.0) -> SMCResult:
     """Particle filtering over steps with a reward model ``reward(texts) -> r`` in [0, 1].
 
-    Targets (see the module docstring): ``"product"``: p(x) prod_k r(x_<=k)^beta; ``"final"``:
+    Targets (see the module docstring): p(x) prod_k r(x_<=k)^beta, or with ``final=True``
     p(x) r(x)^beta. ``potential`` multiplies in further factors (constraints, verifiers).
     proposal: default the LM itself (:func:`ppl.proposals.prior`).
 
@@ -54,11 +56,14 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
         raise InputError(f"reward must be a function texts -> rewards in [0, 1], got {type(reward).__name__}")
     if lm.tokenizer is None:
         raise InputError("reward_particle_filter decodes texts for the reward model: the LM needs a tokenizer")
-    factor = StepReward(reward, lm.tokenizer, target=target, beta=beta, batched=batched)
+    if not isinstance(final, bool):
+        raise InputError(f"final must be True (target p(x) r(x)^beta) or False (p(x) prod_k r_k^beta), got {final!r}")
+    factor = (FinalReward if final else StepReward)(reward, lm.tokenizer, beta=beta, batched=batched)
     if potential is not None:
         factor = factor * potential
     program = Program(lm, prompt_ids, max_new_tokens, potential=factor, step_delimiter=step_delimiter)
     result = run(program, n, key, resampling_fn=resampling_fn, ess_threshold=ess_threshold,
                  proposal=prior() if proposal is None else proposal)
-    result.method = f"step-level particle filter with a reward model (target={target!r}, beta={beta:g})"
+    target = "p(x) r(x)^beta" if final else "p(x) prod_k r(x_<=k)^beta"
+    result.method = f"step-level particle filter with a reward model (target {target}, beta={beta:g})"
     return result

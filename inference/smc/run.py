@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
-from genppl.models.interface import InputError, as_key, check_positive_int
+from genppl.models.interface import InputError, NonFiniteLogitsError, as_key, check_positive_int
 from genppl.ppl.program import Program
 
 from .kernel import SMCKernel, build_kernel, init, sweep
@@ -49,7 +50,20 @@ def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SM
     if move is not None and hasattr(move, "check"):
         move.check(program)
     state, infos = sweep_jit(kernel, program, init(program, n), key)
+    check_faults(infos, describe(kernel))
     return SMCResult.from_run(program, state, infos, method=describe(kernel))
+
+
+def check_faults(infos, who: str) -> None:
+    """Raise :class:`models.NonFiniteLogitsError` if the model gave any particle NaN or
+    infinite logits during the sweep (reported as such, never as particles ruled out by the
+    constraints): the first step where it happened, and the particles hit there."""
+    fault = np.asarray(infos.fault)  # [steps, n]
+    hit = (fault >= 0).any(1)
+    if hit.any():
+        row = fault[int(np.argmax(hit))]
+        bad = np.flatnonzero(row >= 0)
+        raise NonFiniteLogitsError.at(who, int(row[bad].min()), bad, row.shape[0])
 
 
 def describe(kernel) -> str:

@@ -32,8 +32,10 @@ class SteerKernel:
         if program.step_delimiter is not None:
             raise InputError("SMC-steer expands every next token, so it needs a token-level program: "
                              "remove step_delimiter or use smc.build_kernel()")
-        particles, logw, parent = expand_and_select(key, program, state.particles, state.logw)
-        return finish_step(state, particles, logw, parent, jnp.ones((), bool))
+        parents, faulty = program.mark_faults(state.particles, ~state.particles.done)
+        logw = jnp.where(faulty, -jnp.inf, state.logw)
+        particles, logw, parent = expand_and_select(key, program, parents, logw)
+        return finish_step(state, particles, logw, parent, jnp.ones((), bool), fault=parents.fault)
 
 
 def build_kernel() -> SteerKernel:

@@ -82,7 +82,7 @@ class Objective:
             raise InputError(f"{self.name} needs weighted samples of the target: pass batch="
                              "inference.variational.exact_batch(program) (tabular models) or SMC particles, "
                              "or give the objective a sampler, source=inference.variational.smc_samples")
-        source_check = getattr(getattr(self, "source", None), "validate", None)
+        source_check = getattr(self.source, "validate", None)  # e.g. exact_samples needs a table
         if source_check is not None:
             source_check(program)
         if batch is not None:

@@ -119,10 +119,10 @@ class ArchConfig:
             _check_model_type(model_type)
             # token ids as the file states them: transformers' config classes fill a default
             # EOS (e.g. Llama's 2) that has nothing to do with this checkpoint's tokenizer
-            token_ids = _token_ids(raw)
+            _token_ids(raw)  # validates them
+            stated = {name: raw.get(name) for name in ("eos_token_id", "bos_token_id", "pad_token_id")}
             raw = _normalise_with_transformers(raw)
-            for name, value in token_ids.items():
-                raw[name] = value
+            raw.update(stated)
         elif hasattr(hf_config, "to_dict") and hasattr(hf_config, "model_type"):
             _check_model_type(hf_config.model_type)
             raw = hf_config.to_dict()

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genppl import models
 from genppl.models import InputError, NonFiniteLogitsError, Processing, TabularLM, process_logits, sample
 from genppl.models import sampling
 from tests.compile_count import count_compiles

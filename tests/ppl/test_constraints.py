@@ -24,7 +24,7 @@ from genppl.ppl.program import Program
 from tests.checkpoints import save_tokenizer
 from tests.helpers import assert_matches_law
 
-from .automata.test_tokens import check_table
+from .automata.tables import check_table
 from .walk import walk
 
 OPTIMAL = proposals.locally_optimal()

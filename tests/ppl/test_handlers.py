@@ -83,21 +83,21 @@ def test_min_length_at_the_cap_goes_through_finish(lm):
     assert np.isneginf(eff).all()  # nothing reaches length 3 under a cap of 2
 
 
-@pytest.mark.parametrize("proposal", ["optimal", "prior"])
+@pytest.mark.parametrize("proposal", [ppl.proposals.locally_optimal(), ppl.proposals.prior()])
 def test_program_steps_identical_with_same_keys(lm, proposal):
-    a = ppl.Program(lm, PROMPT, MAX_LEN, potential=reference(lm), proposal=proposal)
-    b = ppl.EffectProgram(no_b_step, lm, PROMPT, MAX_LEN, finish=min_len_finish, proposal=proposal)
+    a = ppl.Program(lm, PROMPT, MAX_LEN, potential=reference(lm))
+    b = ppl.EffectProgram(no_b_step, lm, PROMPT, MAX_LEN, finish=min_len_finish)
     assert isinstance(b, ppl.Program) and isinstance(b.potential, ppl.HandlerPotential)
     sa, sb = a.init(32), b.init(32)
-    step_a, step_b = jax.jit(a.step), jax.jit(b.step)
+    step = jax.jit(lambda program, key, state: program.step(key, state, proposal))
     for i in range(MAX_LEN):
         key = jax.random.key(100 + i)
-        sa, wa = step_a(key, sa)
-        sb, wb = step_b(key, sb)
+        sa, wa = step(a, key, sa)
+        sb, wb = step(b, key, sb)
         np.testing.assert_array_equal(wa, wb)
         np.testing.assert_array_equal(sa.lm.tokens, sb.lm.tokens)
     assert bool(sb.done.all())
-    if proposal == "optimal":
+    if proposal == ppl.proposals.locally_optimal():
         assert np.isfinite(np.asarray(wb)).any()
 
 
@@ -184,11 +184,11 @@ def test_carried_state_telescopes(lm, seqs):
 
 def test_carried_state_in_jitted_step_program(lm):
     program = ppl.EffectProgram(at_most_one_a, lm, PROMPT, MAX_LEN, init_state={"a": jnp.int32(0)},
-                                proposal="optimal", step_delimiter="c")
+                                step_delimiter="c")
     state = program.init(16)
-    step = jax.jit(program.step)
+    step = jax.jit(lambda program, key, state: program.step(key, state, ppl.proposals.locally_optimal()))
     for i in range(MAX_LEN):
-        state, logw = step(jax.random.key(i), state)
+        state, logw = step(program, jax.random.key(i), state)
         assert not np.isnan(np.asarray(logw)).any()
     for text, count in zip(program.finished_text(state), np.asarray(state.potential["carry"]["a"])):
         assert text.count("a") == count <= 1

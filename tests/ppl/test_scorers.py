@@ -321,7 +321,8 @@ def code_rows(table, lm_state):
 def test_twist_parameters_are_leaves(lm, seqs):
     _, table1 = table_twist(lm, jax.random.key(11))
     _, table2 = table_twist(lm, jax.random.key(12))
-    t1, t2 = ppl.Twist(code_rows, EOS, params=jnp.asarray(table1)), ppl.Twist(code_rows, EOS, params=jnp.asarray(table2))
+    t1 = ppl.Twist(code_rows, EOS, params=jnp.asarray(table1))
+    t2 = ppl.Twist(code_rows, EOS, params=jnp.asarray(table2))
     assert jax.tree_util.tree_structure(t1) == jax.tree_util.tree_structure(t2)
     assert_log_close(walk(t1, lm, seqs, PROMPT, MAX_LEN), np.zeros(len(seqs)))
     traces = []

@@ -5,12 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def where_rows(mask, new, old):
-    def pick(a, b):
-        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree.map(pick, new, old)
+from genppl.ppl import where_rows
 
 
 def walk(potential, lm, seqs, prompt, cap, every_token_boundary=False, record=None):

@@ -75,7 +75,8 @@ def test_random_patterns_agree_with_re(pattern, texts):
 
 def test_utf8_sequences_encode_exactly_their_range():
     rng = np.random.default_rng(0)
-    random_ranges = [(int(a), int(a) + int(b)) for a, b in zip(rng.integers(0, 0x100000, 30), rng.integers(0, 5000, 30))]
+    random_ranges = [(int(a), int(a) + int(b))
+                     for a, b in zip(rng.integers(0, 0x100000, 30), rng.integers(0, 5000, 30))]
     for lo, hi in [(0, 0x7F), (0x70, 0x90), (0x7FF, 0x800), (0x80, 0x10FFFF), (0xE000, 0xFFFF), (0xFFF0, 0x10010),
                    *random_ranges]:
         if lo <= 0xDFFF and hi >= 0xD800:

@@ -60,7 +60,8 @@ def test_substring_mode():
 
 def test_word_dfa_is_whole_word_and_case_insensitive():
     d = word_dfa("cat")
-    assert [d.matches(t) for t in ("a cat.", "Cat", "cats", "the bobcat", "cat, dog")] == [True, True, False, False, True]
+    texts = ("a cat.", "Cat", "cats", "the bobcat", "cat, dog")
+    assert [d.matches(t) for t in texts] == [True, True, False, False, True]
 
 
 def test_dfa_bad_inputs():

@@ -5,9 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genppl import inference
-from genppl import models
-from genppl import ppl
+from genppl import models, ppl
+from genppl.inference import smc
 from tests.checkpoints import save_llama
 
 
@@ -24,12 +23,13 @@ def rescored_log_p(lm, prompt, ids):
     return float(lm.score(state, jnp.asarray([ids]), jnp.ones((1, len(ids)), bool)).sum())
 
 
-@pytest.mark.parametrize("selection", ["resample", "without_replacement"])
-def test_resampled_particles_keep_their_own_cache(lm, selection):
+@pytest.mark.parametrize("kernel", [smc.build_kernel(ess_threshold=1.0), smc.steer.build_kernel()],
+                         ids=["resample", "steer"])
+def test_resampled_particles_keep_their_own_cache(lm, kernel):
     prompt = [lm.eos_id] + lm.tokenizer.encode("the cat")
     banned = [t for t, b in enumerate(lm.tokenizer.token_bytes) if b"a" in b]
     program = ppl.Program(lm, prompt, 10, potential=ppl.BannedTokens(banned))
-    result = inference.smc(program, 12, jax.random.key(3), ess_threshold=1.0, selection=selection)
+    result = smc.run(program, 12, jax.random.key(3), kernel=kernel)
     assert result.num_resampling >= 2
     assert np.isfinite(result.log_z) and not np.isnan(result.log_weights).any()
     for ids, log_p in zip(result.token_ids, result.log_p):
@@ -44,7 +44,7 @@ def test_step_level_smc_on_a_transformer(lm):
     prompt = [lm.eos_id] + lm.tokenizer.encode("the")
     verifier = ppl.StepVerifier(lambda text: "x" not in text, lm.tokenizer)
     program = ppl.Program(lm, prompt, 12, potential=verifier, step_delimiter=" ")
-    result = inference.smc(program, 8, jax.random.key(0), ess_threshold=1.0)
+    result = smc.run(program, 8, jax.random.key(0), ess_threshold=1.0)
     live = result.weights > 0
     assert live.any() and all("x" not in t for t, ok in zip(result.texts, live) if ok)
     assert np.all(np.isfinite(result.ess))
