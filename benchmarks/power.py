@@ -38,7 +38,6 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 
 import jax

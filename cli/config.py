@@ -174,7 +174,8 @@ def build_parser() -> Parser:
     smc.add_argument("--regex", default=None, help="the generation must match this regex (ppl.Regex)")
     smc.add_argument("--beta", type=float, default=None, help="pf: reward exponent (default 1)")
     smc.add_argument("--pf-target", default=None, choices=["final", "product"],
-                     help="pf: p(x) r(x)^beta (final, default) or p(x) prod_k r(x_<=k)^beta (product)")
+                     help="pf: p(x) r(x)^beta (final, default; reward_particle_filter(final=True)) or "
+                          "p(x) prod_k r(x_<=k)^beta (product: final=False)")
     power = p.add_argument_group("power sampling of p(x)^alpha (power-mh, power-smc, power-rollout; "
                                  "--alpha defaults to 4; power-smc also takes --resampler, --ess-threshold)")
     power.add_argument("--block-size", type=int, default=None, help="power-mh: tokens per block B (default 16)")
@@ -312,7 +313,8 @@ def not_taken(dest: str, args) -> str:
     if dest == "alpha" and method == "pf":
         return "--alpha does not apply to --method pf, whose target is p(x) r(x)^beta: use --beta"
     if dest in ("keywords", "hmm", "hmm_states", "hmm_samples", "hmm_epochs"):
-        return f"--keywords and --hmm (and {name}) apply to --method smc-guided, not --method {method}"
+        also = "" if dest in ("keywords", "hmm") else f" (and {name})"
+        return f"--keywords and --hmm{also} apply to --method smc-guided, not --method {method}"
     takers = [m for m, row in METHODS.items() if dest in row.options]
     text = f"{name} applies to --method {', '.join(takers)}, not --method {method}"
     if dest in ("temperature", "top_k", "top_p"):
@@ -329,7 +331,11 @@ def check(c: RunConfig) -> None:
     if c.method == "sample":
         from genppl.models.sampling import Processing
 
-        Processing(c.temperature, c.top_k, c.top_p)  # raises InputError naming the bad value
+        try:
+            Processing(c.temperature, c.top_k, c.top_p)  # the library's own checks of the values
+        except InputError as err:  # its message names the Python argument: name the flag instead
+            name = str(err).split(" ", 1)[0]
+            raise InputError(f"{flag(name)}: {err}" if name in ("temperature", "top_k", "top_p") else str(err)) from None
     if c.method == "pf" and c.task != "arithmetic":
         raise InputError("--method pf scores worked equations, so it needs the arithmetic task: "
                          "drop --prompt and use --task arithmetic (or use --method smc)")

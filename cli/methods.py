@@ -107,7 +107,7 @@ def run_pf(session: Session, prompt_ids, key):
     c = session.config
     return smc.reward_particle_filter(
         session.lm, prompt_ids, arithmetic.step_reward, c.n, key, max_new_tokens=c.max_new_tokens,
-        step_delimiter=session.step_delimiter, target=c.pf_target, beta=c.beta, potential=session.potential,
+        step_delimiter=session.step_delimiter, final=c.pf_target == "final", beta=c.beta, potential=session.potential,
         proposal=c.proposal_fn, resampling_fn=c.resampling_fn, ess_threshold=c.ess_threshold)
 
 
@@ -208,7 +208,13 @@ def learned_guide(lm, path, rank: int):
     from genppl.inference import variational
 
     guide = variational.Guide(proposal=models.LoRA(lm, rank=rank))
-    return guide, variational.load_guide_params(path, guide)
+    try:
+        return guide, variational.load_guide_params(path, guide)
+    except InputError:
+        raise
+    except Exception as err:  # a corrupt file: name it, whatever the reader raised
+        raise InputError(f"--learned {path}: cannot read this training checkpoint ({type(err).__name__}: {err}); "
+                         "write one with examples/learned_proposal.py --save PATH") from err
 
 
 def guided_potential(session: Session, prompt_ids):

@@ -1,7 +1,16 @@
 """Inference kernels over :class:`ppl.Program` targets, one package per algorithm.
 
-* :mod:`inference.smc`: sequential Monte Carlo (resamplers, kernels built from functions,
-  SMC-steer, the step-level reward particle filter), ``smc.run``.
+* :mod:`inference.smc` — sequential Monte Carlo: ``smc.init`` / ``smc.build_kernel`` (a pure
+  ``kernel(key, state, program) -> (state, info)`` from a resampler, a proposal and a move),
+  the SMC-steer kernel (``smc.steer``), the step-level reward particle filter, ``smc.run``.
+* :mod:`inference.mcmc` — Metropolis–Hastings over suffixes with moves as functions
+  (``mcmc.moves``), blockwise power sampling ``mcmc.power_mcmc``, and ``mcmc.rejuvenation``,
+  MH steps as an SMC resample-move.
+* :mod:`inference.power` — Power-SMC (``power.power_smc``) and rollout power sampling
+  (``power.power_rollout``) for p(x)^alpha.
+* :mod:`inference.variational` — learned proposals and twists: guides, objectives (ELBO,
+  IWAE family, forward KL, trajectory balance, contrastive twists), the optax ``Trainer``,
+  bounds on log Z.
 
 >>> import jax
 >>> from genppl import models, ppl, inference
@@ -12,6 +21,6 @@
 (32,)
 """
 
-from . import smc
+from . import mcmc, power, smc, variational
 
-__all__ = ["smc"]
+__all__ = ["mcmc", "power", "smc", "variational"]

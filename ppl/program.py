@@ -156,8 +156,18 @@ class Program:
 
     # ---- transitions --------------------------------------------------------------------
     def init(self, n: int) -> ProgramState:
-        """n particles at the prompt (its cache computed once and shared). Runs eagerly."""
-        lm_state = self.lm.prefill(self.prompt_ids, n, self.max_new_tokens)
+        """n particles at the prompt (its cache computed once and shared).
+
+        Eagerly through ``lm.prefill`` and its checks; traceable too (``n`` static): when the
+        prompt or the LM's leaves are traced (a jitted loss whose parameters change the prompt
+        cache, as in :mod:`inference.variational`), the cache is computed inside the trace
+        from the padded prompt and its traced length.
+        """
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((self.lm, self.prompt, self.prompt_length))):
+            _, capacity = self.lm.buffer_sizes(self.prompt.shape[0], self.max_new_tokens)
+            lm_state = self.lm.initial_state(self.prompt, self.prompt_length, n, capacity)
+        else:
+            lm_state = self.lm.prefill(self.prompt_ids, n, self.max_new_tokens)
         return ProgramState(
             lm=lm_state,
             potential=self.potential.init(lm_state),

@@ -46,7 +46,7 @@ from genppl.ppl.program import where_rows
 
 from . import moves as moves_lib
 
-__all__ = ["Extension", "MHInfo", "MHKernel", "MHState", "Tempered", "build_kernel", "check_alpha", "empty",
+__all__ = ["MAX_ALPHA", "Extension", "MHInfo", "MHKernel", "MHState", "Tempered", "build_kernel", "check_alpha", "empty",
            "extend", "log_acceptance", "masked_sum", "tempered"]
 
 
@@ -89,11 +89,20 @@ def masked_sum(per_token, start, stop):
     return jnp.sum(jnp.where(inside, per_token, 0.0), axis=1)
 
 
+#: the largest power accepted: alpha * log p must stay finite in float32 (p^alpha with alpha
+#: beyond ~1e6 already concentrates on the mode of p)
+MAX_ALPHA = 1e30
+
+
 def check_alpha(alpha, name: str = "alpha") -> float:
-    """Validate a power at the public boundary: a positive finite number (the paper uses 4)."""
+    """Validate a power at the public boundary: a positive finite number at most
+    :data:`MAX_ALPHA` (the paper uses 4)."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < math.inf:
         hint = " (+inf would be the mode of p, which no sampler here computes)" if alpha == math.inf else ""
         raise InputError(f"{name} must be a positive finite number, got {alpha!r}{hint}; the paper uses 4")
+    if alpha > MAX_ALPHA:
+        raise InputError(f"{name}={alpha:g} is too large: {name} * log p overflows float32 beyond {MAX_ALPHA:g} "
+                         f"(and p^{name} already samples the mode of p for {name} around 1e6): lower it")
     return float(alpha)
 
 

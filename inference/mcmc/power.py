@@ -124,7 +124,7 @@ _blockwise = jax.jit(blockwise, static_argnums=(0, 5, 6))
 def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *,
                alpha: float = 4.0, block_size: int = 16, num_mcmc: int = 4,
                proposal_temperature: float | None = None, move: Callable | None = None,
-               log_potential: Callable | None = None) -> PowerSamples:
+               log_potential: Callable | None = None, kernel: MHKernel | None = None) -> PowerSamples:
     """Blockwise MH power sampling of ``n`` independent chains.
 
     Targets p(x)^alpha * exp(log_potential(x)) over continuations of at most max_new_tokens
@@ -132,6 +132,8 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     proposal (temperature 1/alpha unless ``proposal_temperature``), then runs ``num_mcmc``
     MH steps that regenerate up to the block's cap, from the position chosen by ``move``
     (default :func:`moves.suffix`, uniform; :func:`moves.independent` regenerates everything).
+    ``kernel``: a kernel from :func:`build_kernel` (any move, proposal ``(logits, alpha) -> log q``
+    and log-potential) instead of ``move`` / ``proposal_temperature`` / ``log_potential``.
     ``num_mcmc=0`` is plain blockwise sampling from the proposal (no MH step). The paper uses
     alpha=4, B=192, N_MCMC=10. Non-finite logits raise
     :class:`~models.interface.NonFiniteLogitsError` naming the step and the chains.
@@ -152,7 +154,12 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     if isinstance(num_mcmc, bool) or not isinstance(num_mcmc, numbers.Integral) or num_mcmc < 0:
         raise InputError(f"num_mcmc must be a non-negative integer, got {num_mcmc!r} (0: no MH step)")
     alpha = check_alpha(alpha)
-    kernel = build_kernel(move, tempered(proposal_temperature), log_potential)
+    if kernel is None:
+        kernel = build_kernel(move, tempered(proposal_temperature), log_potential)
+    elif not isinstance(kernel, MHKernel):
+        raise InputError(f"kernel must be an MHKernel from inference.mcmc.build_kernel(...), got {kernel!r}")
+    elif move is not None or proposal_temperature is not None or log_potential is not None:
+        raise InputError("give either kernel= or move / proposal_temperature / log_potential, not both")
     key = as_key(key)
     state = empty(lm, prompt_ids, n, max_new_tokens)
     state, (accepted, log_target) = _blockwise(kernel, lm, state, key, jnp.float32(alpha), block_size, int(num_mcmc))

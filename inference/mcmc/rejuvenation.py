@@ -1,4 +1,4 @@
-"""Resample-move rejuvenation: MH steps applied to SMC particles right after a resampling.
+"""Resample-move rejuvenation: MH steps applied to SMC particles after the resampling of each step.
 
 For a program whose target is p(x)^alpha alone (no potential, stop strings, step delimiter
 or alpha ramp), SMC's intermediate target after t steps is the stage-t law
@@ -13,7 +13,13 @@ move would then target shorter sequences and leave particles unfinished outside 
 
 :func:`rejuvenation` returns the move, a hashable function
 ``move(key, program, particles, step=None) -> particles`` for ``smc.build_kernel(move=...)``;
-``move.check(program)`` raises when the program's target is not p^alpha alone.
+``move.check(program)`` raises when the program's target is not p^alpha alone. Non-finite
+logits met by a proposal reject it and are recorded in the particles' ``fault`` (the SMC run
+then reports the model fault).
+
+For an exactly unbiased log Z_hat the SMC kernel must call the move with the step, at every
+step (a move applied only when the population happened to resample, or skipped once every
+particle has finished, makes the kernel depend on the population and biases Z_hat).
 """
 
 from __future__ import annotations
@@ -81,12 +87,16 @@ class Rejuvenation:
                 return kernel(jax.random.fold_in(key, i), chains, lm, alpha, cap)[0]
 
             chains = jax.lax.fori_loop(0, self.num_steps, body, chains)
-            return particles.replace(
-                lm=chains.lm,
-                done=chains.eos | (chains.num_tokens >= width),
-                eos=chains.eos,
-                log_p=masked_sum(chains.logp, 0, chains.num_tokens),
-            )
+            done = chains.eos | (chains.num_tokens >= width)
+            fault = getattr(particles, "fault", None)
+            if fault is not None:
+                # non-finite logits met by a proposal (rejected) or the rescoring: a model fault;
+                # a particle stopped by a fault stays finished
+                fault = jnp.where(fault >= 0, fault, chains.nonfinite)
+                done = done | (particles.fault >= 0)
+            moved = particles.replace(lm=chains.lm, done=done, eos=chains.eos,
+                                      log_p=masked_sum(chains.logp, 0, chains.num_tokens))
+            return moved if fault is None else moved.replace(fault=fault)
 
         return jax.lax.cond(run, rejuvenate, lambda p: p, particles)
 

@@ -30,10 +30,8 @@ from genppl.ppl.potential import scale
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
+from .. import smc
 from ..mcmc.kernel import check_alpha
-from ..smc import resampling
-from ..smc.results import SMCResult
-from ..smc.run import run
 
 __all__ = ["PowerProgram", "power_smc"]
 
@@ -100,7 +98,7 @@ class PowerProgram(Program):
 
 def power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *,
               alpha: float = 4.0, ramp_tokens: int = 0, alpha_start: float = 1.0,
-              resampling_fn=resampling.systematic, ess_threshold: float = 0.5, move=None) -> SMCResult:
+              resampling_fn=smc.systematic, ess_threshold: float = 0.5, move=None) -> smc.SMCResult:
     """Power-SMC: ``n`` weighted particles targeting p(x)^alpha, and log Z_hat for
     Z = sum_x p(x)^alpha (see the module docstring for the weights and the ramp).
 
@@ -118,7 +116,7 @@ def power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     """
     program = PowerProgram(lm, prompt_ids, max_new_tokens, alpha=alpha, ramp_tokens=ramp_tokens,
                            alpha_start=alpha_start)
-    result = run(program, n, key, resampling_fn=resampling_fn, proposal=locally_optimal(),
+    result = smc.run(program, n, key, resampling_fn=resampling_fn, proposal=locally_optimal(),
                  ess_threshold=ess_threshold, move=move)
     ramp = f", alpha ramped from {alpha_start:g} over {ramp_tokens} tokens" if ramp_tokens else ""
     result.method = f"Power-SMC (alpha={alpha:g}{ramp}; {result.method})"

@@ -18,6 +18,6 @@ def check_kernel_parts(resampling_fn, proposal, ess_threshold, move) -> None:
             or not 0.0 <= ess_threshold <= 1.0:
         raise InputError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
     if move is not None and not callable(move):
-        raise InputError("move must be a function (key, program, particles) -> particles, "
+        raise InputError("move must be a function (key, program, particles, step) -> particles, "
                          f"e.g. inference.mcmc.rejuvenation(); got {move!r}")
 

@@ -110,8 +110,9 @@ BAD = [
     (["--problems", "3", "--prompt", "S:"], "drop it with --prompt"),
     (["--method", "smc", "--ban", ""], "--ban needs a non-empty string"),
     (["--method", "smc", "--regex", "a(b"], "regex"),
-    (["--temperature", "0"], "temperature"),
-    (["--top-p", "2"], "top_p"),
+    (["--temperature", "0"], "--temperature: temperature must be a positive number"),
+    (["--top-p", "2"], "--top-p: top_p must lie in (0, 1]"),
+    (["--top-k", "0"], "--top-k: top_k must be a positive integer"),
     # text that is not UTF-8: the shell hands undecodable bytes over as lone surrogates
     (["--prompt", "a\udcff"], "--prompt holds the byte 0xff, which is not UTF-8, at character 1"),
     (["--prompt", "\ud800"], "--prompt holds a lone surrogate U+D800"),

@@ -81,3 +81,26 @@ def test_power_cost():
 
     assert power_cost(Samples()) == {"tokens_generated_per_sample": 5.0, "acceptance": 0.75}
     assert power_cost(Weighted()) == {"tokens_generated_per_sample": 5.0}
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("sample", []),
+    ("smc", []),
+    pytest.param("smc-steer", [], marks=pytest.mark.slow),
+    pytest.param("power-mh", ["--block-size", "2"], marks=pytest.mark.slow),
+    pytest.param("power-smc", [], marks=pytest.mark.slow),
+    pytest.param("power-rollout", ["--rollouts", "1", "--rollout-top-k", "2", "--horizon", "1"],
+                 marks=pytest.mark.slow),
+])
+def test_nonfinite_logits_are_one_line_and_exit_2(lm, monkeypatch, capsys, method, extra):
+    """A model whose logits turn NaN (a broken checkpoint) is reported as such, not as a
+    constraint that killed every particle."""
+    from tests.models.faults import FaultyLM
+
+    prompt_length = len(methods.encode_prompt(lm, "the"))
+    monkeypatch.setattr(models, "load", lambda *a, **k: FaultyLM(lm, step=1, particle=None,
+                                                                  prompt_length=prompt_length))
+    assert main(["--method", method, "--prompt", "the", "--n", "2", "--max-new-tokens", "4", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genppl: error:") and err.count("\n") == 1
+    assert "NaN" in err and "ruled out by the constraints" not in err

@@ -66,7 +66,7 @@ def test_each_method_calls_the_library_function(name, monkeypatch):
     session = Session(lm, config, step_delimiter="." if name == "pf" else None)
     session.guides[(1,)] = None  # smc-guided: a cached (trivial) guide, nothing distilled
     assert METHODS[name].run(session, [1], jax.random.key(0)) is output
-    (args, kwargs), = calls
+    (args, kwargs) = calls[0]
     if function == "run":
         program, n = args[:2]
         assert isinstance(program, ppl.Program) and n == 8
@@ -78,7 +78,10 @@ def test_each_method_calls_the_library_function(name, monkeypatch):
         from genppl.tasks import arithmetic
 
         assert args[2] is arithmetic.step_reward and kwargs["resampling_fn"] is smc.stratified
-        assert (kwargs["step_delimiter"], kwargs["target"], kwargs["ess_threshold"]) == (".", "final", 1.0)
+        assert (kwargs["step_delimiter"], kwargs["final"], kwargs["ess_threshold"]) == (".", True, 1.0)
+        product = parse_args(["--method", name, "--pf-target", "product"])
+        METHODS[name].run(Session(lm, product, step_delimiter="."), [1], jax.random.key(0))
+        assert calls[-1][1]["final"] is False
     elif name == "power-smc":
         assert kwargs["move"] == mcmc.rejuvenation(2) and kwargs["alpha"] == 4.0
     elif name == "power-mh":
@@ -185,7 +188,7 @@ def test_smc_with_a_learned_proposal(checkpoint, learned_checkpoint, capsys):
     assert np.isfinite(summary["log_z"]) and summary["samples"] == 4
 
 
-def test_learned_proposal_bad_input(checkpoint, learned_checkpoint, lm, capsys):
+def test_learned_proposal_bad_input(checkpoint, learned_checkpoint, lm, capsys, tmp_path):
     model, ckpt = checkpoint, learned_checkpoint
     for argv in (["--method", "sample", "--learned", ckpt],
                  ["--method", "smc", "--learned", ckpt + ".missing"]):
@@ -204,6 +207,12 @@ def test_learned_proposal_bad_input(checkpoint, learned_checkpoint, lm, capsys):
                  "--learned-rank", "3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("genppl: error:") and "rank" in err and err.count("\n") == 1
+    # a corrupt checkpoint: one line naming the file
+    bad = tmp_path / "garbage.npz"
+    bad.write_bytes(b"garbage")
+    assert main(["--model", model, "--method", "smc", "--prompt", "the", "--learned", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genppl: error:") and str(bad) in err and err.count("\n") == 1
 
 
 @pytest.mark.slow

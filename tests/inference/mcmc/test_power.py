@@ -90,6 +90,8 @@ def test_one_compile_per_configuration():
     """Another prompt, key, alpha or model of the same shapes reuses the compiled sampler."""
     mcmc.power_mcmc(random_lm(6), [1], RUNS, 3, key=0, alpha=4.0, **CONFIG)
     with count_compiles() as compiles:
+        # an equal kernel passed explicitly: the same static configuration
+        mcmc.power_mcmc(random_lm(6), [1], RUNS, 3, key=0, alpha=4.0, kernel=mcmc.build_kernel(), **CONFIG)
         mcmc.power_mcmc(random_lm(6), [2, 3], RUNS, 3, key=1, alpha=4.0, **CONFIG)  # another prompt and key
         mcmc.power_mcmc(random_lm(7), [1], RUNS, 3, key=2, alpha=2.5, **CONFIG)  # another model and alpha
     assert compiles.count_of("blockwise") == 0, compiles
@@ -117,18 +119,22 @@ def greedy(lm, cap):
 
 
 def test_huge_alpha_samples_the_greedy_sequence_not_eos():
-    """Issue 11 defect 6 (MH part): with alpha = 1e10 the proposal (temperature 1e-10)
-    divided before subtracting the max, every logit became +inf and every sample an immediate
-    EOS. Computed stably, the proposal is greedy and no sample is worse than greedy decoding."""
+    """Issue 11 defect 6 (MH part): the proposal softmax(logits / T), T = 1/alpha, divided
+    before subtracting the max; for alpha >= 1e38 (T subnormal in float32) every logit became
+    non-finite and every sample an immediate EOS (measured: 6000 of 6000 chains). Now the
+    proposal is computed as log_softmax((l - max l) * alpha) — greedy in the limit — and alpha
+    is bounded by mcmc.MAX_ALPHA = 1e30 (alpha * log p must stay finite) with a clear error."""
     lm = random_lm(9)
     best, best_logp = greedy(lm, 3)
     assert best != (EOS,)
-    out = mcmc.power_mcmc(lm, [1], RUNS, 3, key=0, alpha=1e10, **CONFIG)  # compiled as in the test above
-    assert np.all(np.isfinite(out.log_probs))
-    assert np.all(out.log_probs >= best_logp - 1e-5), set(out.sequences())
-    assert out.sequences().count((EOS,)) == 0 or greedy(lm, 3)[0] == (EOS,)
-    with pytest.raises(InputError, match="finite"):
-        mcmc.power_mcmc(lm, [1], 4, 3, alpha=math.inf)
+    for alpha in (1e10, mcmc.MAX_ALPHA):
+        out = mcmc.power_mcmc(lm, [1], RUNS, 3, key=0, alpha=alpha, **CONFIG)  # compiled as in the test above
+        assert np.all(np.isfinite(out.log_probs))
+        assert np.all(out.log_probs >= best_logp - 1e-5), set(out.sequences())
+        assert out.sequences().count((EOS,)) == 0
+    for alpha in (1e38, math.inf):
+        with pytest.raises(InputError, match="alpha"):
+            mcmc.power_mcmc(lm, [1], RUNS, 3, alpha=alpha, **CONFIG)
 
 
 def test_bad_input_is_an_input_error():
@@ -149,6 +155,10 @@ def test_bad_input_is_an_input_error():
         mcmc.RewardTilt(lambda t, n, e: n, beta=0)
     with pytest.raises(InputError, match="LanguageModel"):
         mcmc.power_mcmc("gpt", [1], 4, 3)
+    with pytest.raises(InputError, match="MHKernel"):
+        mcmc.power_mcmc(lm, [1], 4, 3, kernel=lambda *a: a)
+    with pytest.raises(InputError, match="not both"):
+        mcmc.power_mcmc(lm, [1], 4, 3, kernel=mcmc.build_kernel(), move=mcmc.moves.suffix())
 
 
 @pytest.mark.slow
