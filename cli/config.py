@@ -278,7 +278,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if "ess_threshold" in method.options and values["ess_threshold"] is None:
         values["ess_threshold"] = 1.0 if args.method == "pf" else 0.5
     config = RunConfig(**values)
-    check(config)
+    check(config, vars(args))
     return config
 
 
@@ -326,8 +326,10 @@ def not_taken(dest: str, args) -> str:
     return text
 
 
-def check(c: RunConfig) -> None:
-    """Value checks of a resolved configuration (ranges and combinations)."""
+def check(c: RunConfig, given: dict | None = None) -> None:
+    """Value checks of a resolved configuration (ranges and combinations); ``given``: the
+    options as given on the command line (None where not given)."""
+    given = given or {}
     if c.method == "sample":
         from genppl.models.sampling import Processing
 
@@ -359,6 +361,8 @@ def check(c: RunConfig) -> None:
 
         parse(c.regex)  # syntax errors name the position
     if c.learned is not None:
+        if given.get("proposal") is not None:
+            raise InputError("--learned proposes with the trained LoRA adapter, which replaces --proposal: drop one")
         if not os.path.exists(c.learned):
             raise InputError(f"--learned {c.learned}: no such checkpoint; train one with "
                              "examples/learned_proposal.py --save PATH")

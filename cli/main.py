@@ -120,7 +120,8 @@ def run(config: RunConfig) -> dict:
         steer = config.method == "smc-steer"
         summary.update({
             "resampler": "without-replacement selection" if steer else config.resampler,
-            "proposal": "every next token (enumerated)" if steer else (config.proposal or "optimal"),
+            "proposal": ("every next token (enumerated)" if steer else
+                         f"learned ({config.learned})" if config.learned else config.proposal or "optimal"),
             "alpha": config.alpha,
             # mean over prompts whose particles did not all die (null when every run died)
             "log_z": round(float(finite.mean()), 4) if finite.size else None,

@@ -24,11 +24,6 @@ from genppl.inference import smc
 from genppl.tasks import arithmetic
 
 
-def equations_hold(text: str) -> bool:
-    """Every equation written so far is right (vacuously true before the first one)."""
-    return all(arithmetic.step_checks(text))
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
@@ -42,7 +37,7 @@ def main(argv=None) -> dict:
     lm = models.load(args.model)
     tok = lm.tokenizer
     # One verifier object for every problem: the compiled SMC sweep is reused across prompts.
-    verifier = ppl.StepVerifier(equations_hold, tok)
+    verifier = ppl.StepVerifier(arithmetic.equations_hold, tok)
     # Steps end with ". "; byte-level BPE glues the space to the next token, so the step
     # boundary is the token holding ".".
     delimiter = arithmetic.STEP_DELIMITER.strip()
@@ -97,7 +92,7 @@ def main(argv=None) -> dict:
         if name != "rows":
             print(f"{name:>32}: {value:.3f}" if isinstance(value, float) else f"{name:>32}: {value}")
     # check: every surviving SMC particle's equations hold (the verifier's promise)
-    ok = all(equations_hold(t) for t, w in zip(result.texts, result.weights) if w > 0)
+    ok = all(arithmetic.equations_hold(t) for t, w in zip(result.texts, result.weights) if w > 0)
     print(f"{'check (live particles verified)':>32}: {'ok' if ok else 'FAILED'}")
     summary["check"] = ok
     return summary

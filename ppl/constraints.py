@@ -35,7 +35,6 @@ True
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -43,6 +42,7 @@ from genppl.models.interface import InputError
 
 from .automata import (ByteDFA, TokenDFA, TokenRunner, avoid_strings_dfa, compile_regex, encode_strings,
                        substring_dfa, vocabulary)
+from .fields import Fields
 from .potential import Potential
 
 __all__ = ["BannedStrings", "BannedTokens", "DFAPotential", "MaxLength", "MinLength", "Regex", "StopStrings",
@@ -291,8 +291,7 @@ class BannedStrings(DFAPotential):
 
 
 # ---- stop strings ----------------------------------------------------------------------------
-@jax.tree_util.register_pytree_node_class
-class StopStrings:
+class StopStrings(Fields):
     """Stop generation right after the first occurrence of any of ``strings``.
 
     Per particle, a state of the strings' Aho–Corasick automaton
@@ -335,18 +334,6 @@ class StopStrings:
         self.byte_table = jnp.asarray(dfa.table().astype(np.int32))
         self.byte_accepting = jnp.asarray(dfa.accepting)
         self.start, self.vocab_size, self.eos_id = int(dfa.start), int(vocab_size), int(eos_id)
-
-    # ---- pytree -------------------------------------------------------------------------
-    def tree_flatten(self):
-        return (tuple(getattr(self, k) for k in self.data_fields),
-                tuple(getattr(self, k) for k in self.static_fields))
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        stop = object.__new__(cls)
-        stop.__dict__.update(zip(cls.static_fields, aux))
-        stop.__dict__.update(zip(cls.data_fields, children))
-        return stop
 
     # ---- host side ----------------------------------------------------------------------
     def device_tables(self):

@@ -35,6 +35,7 @@ from genppl.models.interface import (PROMPT_BUCKET, InputError, LanguageModel, L
                                      nonfinite_rows)
 
 from .constraints import StopStrings
+from .fields import Fields
 from .potential import Potential, has_boundary, scale
 
 
@@ -62,8 +63,7 @@ class ProgramState:
         return self.done.shape[0]
 
 
-@jax.tree_util.register_pytree_node_class
-class Program:
+class Program(Fields):
     """Target pi(x) ∝ p(x)^alpha phi(x) over continuations of ``prompt_ids``.
 
     A program says *what* distribution is wanted, never how to sample it: proposals,
@@ -123,21 +123,6 @@ class Program:
         if self.stop is not None and self.stop.vocab_size != lm.vocab_size:
             raise InputError(f"the stop strings were compiled for {self.stop.vocab_size} tokens but the LM "
                              f"has {lm.vocab_size}: build them from the LM, StopStrings(strings, lm)")
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        jax.tree_util.register_pytree_node_class(cls)
-
-    def tree_flatten(self):
-        return (tuple(getattr(self, f) for f in self.data_fields),
-                tuple(getattr(self, f) for f in self.static_fields))
-
-    @classmethod
-    def tree_unflatten(cls, static, data):
-        program = object.__new__(cls)
-        program.__dict__.update(zip(cls.static_fields, static))
-        program.__dict__.update(zip(cls.data_fields, data))
-        return program
 
     @property
     def prompt_ids(self) -> tuple[int, ...]:

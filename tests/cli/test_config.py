@@ -98,6 +98,7 @@ BAD = [
     (["--method", "sample", "--learned", "/no/such.npz"], "--learned applies to --method smc"),
     (["--method", "smc", "--learned", "/no/such.npz"], "--learned /no/such.npz: no such checkpoint"),
     (["--method", "smc", "--learned-rank", "0"], "--learned-rank must be a positive integer"),
+    (["--method", "smc", "--learned", __file__, "--proposal", "prior"], "replaces --proposal: drop one"),
     # options a method does not take are errors, not silently ignored
     (["--alpha", "2"], "--alpha applies to the SMC and power methods"),
     (["--method", "pf", "--alpha", "2"], "use --beta"),

@@ -186,6 +186,7 @@ def test_smc_with_a_learned_proposal(checkpoint, learned_checkpoint, capsys):
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert np.isfinite(summary["log_z"]) and summary["samples"] == 4
+    assert summary["proposal"] == f"learned ({learned_checkpoint})"
 
 
 def test_learned_proposal_bad_input(checkpoint, learned_checkpoint, lm, capsys, tmp_path):
