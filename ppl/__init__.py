@@ -26,6 +26,6 @@ __all__ += [
 
 # hard constraints (regexes and strings compiled to token tables) and the automata behind them
 from . import automata
-from .constraints import BannedStrings, DFAPotential, Regex, StopStrings
+from .constraints import BannedStrings, DFAPotential, Regex, StopStrings, TruncatedLM
 
-__all__ += ["BannedStrings", "DFAPotential", "Regex", "StopStrings", "automata"]
+__all__ += ["BannedStrings", "DFAPotential", "Regex", "StopStrings", "TruncatedLM", "automata"]

@@ -2,6 +2,8 @@
 
 * :class:`TokenMask`, :class:`BannedTokens`: a fixed set of tokens is allowed / banned;
 * :class:`MinLength`, :class:`MaxLength`: limits on the number of generated tokens;
+* :class:`TruncatedLM`: the top-k / top-p support of the LM, renormalised at every step
+  (the truncated LM as an explicit target);
 * :class:`DFAPotential`: the continuation is accepted by a :class:`~genppl.ppl.automata.TokenDFA`;
   :class:`Regex` (``re.fullmatch`` semantics) and :class:`BannedStrings` (never contains any
   of the strings, across token boundaries) are DFA potentials compiled from a pattern or
@@ -35,10 +37,12 @@ True
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from genppl.models.interface import InputError
+from genppl.models.sampling import Processing, process_logits
 
 from .automata import (ByteDFA, TokenDFA, TokenRunner, avoid_strings_dfa, compile_regex, encode_strings,
                        substring_dfa, vocabulary)
@@ -171,6 +175,35 @@ class MaxLength(Potential):
 
 
 # ---- DFA constraints -------------------------------------------------------------------------
+
+class TruncatedLM(Potential):
+    """The LM truncated by top-k / top-p, renormalised at every step, as the target:
+
+        pi(x) = prod_t p(x_t | x_<t) 1[x_t in S_t] / p(S_t | x_<t),
+
+    S_t the top-k / top-p set of the LM's next-token law. This is the explicit way to target
+    a truncated LM; proposals are never truncated (:mod:`ppl.proposals`), since a proposal
+    that cannot propose some tokens would make log Z_hat estimate a smaller normaliser.
+    Increments: log 1[v in S_t] - log p(S_t | x_<t) for every next token v (a token-level
+    potential), so with alpha = 1 the locally optimal proposal is the truncated LM itself and
+    Z = 1.
+    """
+
+    token_level = True
+
+    def __init__(self, top_k: int | None = None, top_p: float | None = None):
+        if top_k is None and top_p is None:
+            raise InputError("TruncatedLM needs top_k and/or top_p (without them it is the LM itself)")
+        self.processing = Processing(top_k=top_k, top_p=top_p)
+
+    def logw_next(self, pstate, lm_state):
+        log_p = jax.nn.log_softmax(lm_state.logits.astype(jnp.float32), -1)
+        log_truncated = process_logits(lm_state.logits, self.processing)
+        return jnp.where(jnp.isneginf(log_truncated), -jnp.inf, log_truncated - log_p)
+
+    def __repr__(self) -> str:
+        return f"TruncatedLM(top_k={self.processing.top_k}, top_p={self.processing.top_p})"
+
 class DFAPotential(Potential):
     """A hard token-level constraint from a :class:`~genppl.ppl.automata.TokenDFA`: per
     particle a DFA state [n] (see the module docstring for the increments).
