@@ -2,6 +2,7 @@
 folder cannot shadow (issue 10)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     """A fresh venv (seeing this interpreter's packages, pip and setuptools included) with the
-    project installed from a wheel: ``pip install --no-deps --no-build-isolation .``"""
+    project installed from a wheel: ``pip install --no-deps .``"""
     where = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(where)], check=True)
     python = where / "bin" / "python"
     site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
     before = set(os.listdir(site))
-    build = tmp_path_factory.mktemp("build")  # keep build/ and *.egg-info out of the checkout
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--no-cache-dir", str(ROOT)], check=True, cwd=build,
+    # a copy of the sources: pip builds in place, and a stale build/ would leak into the wheel
+    source = tmp_path_factory.mktemp("source") / "genppl"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__"))
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-cache-dir", str(source)], check=True,
                    env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     return python, site, set(os.listdir(site)) - before
 
