@@ -56,6 +56,17 @@ class NonFiniteLogitsError(InputError):
         self.particles = tuple(particles)
 
     @classmethod
+    def check(cls, where: str, steps) -> None:
+        """Raise if any entry of ``steps`` [n] (host array: the generation step at which each
+        particle met non-finite logits, -1 if never) is set; names the first step and the
+        particles that met it there."""
+        steps = np.asarray(steps)
+        hit = steps >= 0
+        if hit.any():
+            first = int(steps[hit].min())
+            raise cls.at(where, first, np.flatnonzero(steps == first), steps.shape[0])
+
+    @classmethod
     def at(cls, where: str, step: int | None, particles, n: int) -> "NonFiniteLogitsError":
         """The standard message for non-finite logits met at ``step`` by ``particles`` (of ``n``)."""
         particles = tuple(int(p) for p in particles)

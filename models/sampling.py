@@ -156,9 +156,8 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     out = generate(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))
     tokens, count, finished, logp, bad_step = jax.device_get(out)
     nonfinite = np.asarray(bad_step) >= 0
-    if check_finite and nonfinite.any():
-        first = int(bad_step[nonfinite].min())
-        raise NonFiniteLogitsError.at("models.sample", first, np.flatnonzero(np.asarray(bad_step) == first), n)
+    if check_finite:
+        NonFiniteLogitsError.check("models.sample", bad_step)
     decode = lm.tokenizer.decode if lm.tokenizer is not None else lambda ids: " ".join(map(str, ids))
     texts = [decode(t[:k]) for t, k in zip(tokens, count)]
     prompt = decode(np.asarray(prompt_ids).reshape(-1)[:prompt_length].tolist())

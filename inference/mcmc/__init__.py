@@ -26,11 +26,11 @@ Building blocks (blackjax style, all public):
 from . import diagnostics, moves
 from .kernel import (MAX_ALPHA, Extension, MHInfo, MHKernel, MHState, Tempered, build_kernel, check_alpha, empty, extend,
                      log_acceptance, masked_sum, tempered)
-from .power import PowerSamples, RewardTilt, blockwise, power_mcmc, raise_nonfinite, to_samples
+from .power import PowerSamples, RewardTilt, blockwise, power_mcmc, to_samples
 from .rejuvenation import Rejuvenation, rejuvenation
 
 __all__ = [
     "MAX_ALPHA", "Extension", "MHInfo", "MHKernel", "MHState", "PowerSamples", "Rejuvenation", "RewardTilt", "Tempered",
     "blockwise", "build_kernel", "check_alpha", "diagnostics", "empty", "extend", "log_acceptance", "masked_sum",
-    "moves", "power_mcmc", "raise_nonfinite", "rejuvenation", "tempered", "to_samples",
+    "moves", "power_mcmc", "rejuvenation", "tempered", "to_samples",
 ]

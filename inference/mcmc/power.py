@@ -34,7 +34,7 @@ from . import diagnostics
 from . import moves as moves_lib
 from .kernel import MHKernel, MHState, build_kernel, check_alpha, empty, masked_sum, tempered
 
-__all__ = ["PowerSamples", "RewardTilt", "blockwise", "power_mcmc", "raise_nonfinite", "to_samples"]
+__all__ = ["PowerSamples", "RewardTilt", "blockwise", "power_mcmc", "to_samples"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,19 +163,10 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     key = as_key(key)
     state = empty(lm, prompt_ids, n, max_new_tokens)
     state, (accepted, log_target) = _blockwise(kernel, lm, state, key, jnp.float32(alpha), block_size, int(num_mcmc))
-    raise_nonfinite("power_mcmc", state.nonfinite)
+    NonFiniteLogitsError.check("power_mcmc", jax.device_get(state.nonfinite))
     what = "independent MH" if isinstance(kernel.move, moves_lib.Independent) else "MH"
     return to_samples(lm, state, alpha, accepted, log_target,
                       f"blockwise {what} power sampling (alpha={alpha:g}, B={block_size}, N_MCMC={num_mcmc})")
-
-
-def raise_nonfinite(where: str, nonfinite) -> None:
-    """Raise :class:`NonFiniteLogitsError` when any chain met non-finite logits (``nonfinite``
-    [n]: the step at which it did, -1 if never): names the first step and its chains."""
-    bad_step = np.asarray(jax.device_get(nonfinite))
-    if (bad_step >= 0).any():
-        first = int(bad_step[bad_step >= 0].min())
-        raise NonFiniteLogitsError.at(where, first, np.flatnonzero(bad_step == first), bad_step.shape[0])
 
 
 def to_samples(lm: LanguageModel, state: MHState, alpha: float, accepted, log_target, method: str) -> PowerSamples:

@@ -26,10 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genppl.models.interface import InputError, LanguageModel, as_key, check_positive_int, nonfinite_rows
+from genppl.models.interface import (InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int,
+                                     nonfinite_rows)
 
 from ..mcmc.kernel import Tempered, check_alpha, extend, masked_sum, tempered
-from ..mcmc.power import PowerSamples, raise_nonfinite
+from ..mcmc.power import PowerSamples
 
 __all__ = ["TokenLaw", "next_token_law", "power_rollout", "sample_tokens"]
 
@@ -165,7 +166,7 @@ def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, ke
     state = lm.prefill(prompt_ids, n, max_new_tokens)
     lm_state, eos, logp, cost, bad_at = sample_tokens(lm, state, key, jnp.float32(alpha), int(top_k), int(rollouts),
                                                       int(horizon), bool(jackknife), proposal, int(max_new_tokens))
-    raise_nonfinite("power_rollout", bad_at)
+    NonFiniteLogitsError.check("power_rollout", jax.device_get(bad_at))
     tokens = lm_state.generated_ids(max_new_tokens)
     tokens, count, eos, logp, cost, start, prompt = (np.asarray(a) for a in jax.device_get(
         (tokens, lm_state.num_generated, eos, logp, cost, lm_state.prompt_length[0], lm_state.tokens[0])))

@@ -54,18 +54,6 @@ def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SM
     return SMCResult.from_run(program, state, infos, method=describe(kernel))
 
 
-def check_faults(infos, who: str) -> None:
-    """Raise :class:`models.NonFiniteLogitsError` if the model gave any particle NaN or
-    infinite logits during the sweep (reported as such, never as particles ruled out by the
-    constraints): the first step where it happened, and the particles hit there."""
-    fault = np.asarray(infos.fault)  # [steps, n]
-    hit = (fault >= 0).any(1)
-    if hit.any():
-        row = fault[int(np.argmax(hit))]
-        bad = np.flatnonzero(row >= 0)
-        raise NonFiniteLogitsError.at(who, int(row[bad].min()), bad, row.shape[0])
-
-
 def describe(kernel) -> str:
     if isinstance(kernel, SteerKernel):
         return "SMC-steer (without-replacement selection)"
@@ -74,3 +62,13 @@ def describe(kernel) -> str:
         text = f"SMC ({name} resampling at ESS < {kernel.ess_threshold:g} N, {type(kernel.proposal).__name__} proposal)"
         return text + (f" with {kernel.move!r}" if kernel.move is not None else "")
     return f"SMC ({kernel!r})"
+
+
+def check_faults(infos, who: str) -> None:
+    """Raise :class:`models.NonFiniteLogitsError` if the model gave any particle NaN or
+    infinite logits during the sweep (reported as such, never as particles ruled out by the
+    constraints): the first SMC step where it happened, and the particles hit there."""
+    fault = np.asarray(infos.fault)  # [steps, n]
+    hit = (fault >= 0).any(1)
+    if hit.any():
+        NonFiniteLogitsError.check(who, fault[int(np.argmax(hit))])
