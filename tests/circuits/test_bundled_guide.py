@@ -5,10 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from genppl import circuits
-from genppl import inference
-from genppl import models
-from genppl import ppl
+from genppl import circuits, models, ppl
+from genppl.inference import smc
 from genppl.tasks import sentences
 
 KEYWORDS = ("dog", "ball", "park")
@@ -29,7 +27,7 @@ def test_guided_smc_satisfies_keywords_and_beats_the_mask_alone():
     ess = {"guided": [], "masked": []}
     for seed in range(4):
         for name, program in (("guided", guided), ("masked", masked)):
-            result = inference.smc(program, 32, jax.random.key(seed))
+            result = smc.run(program, 32, jax.random.key(seed))
             ess[name].append(result.final_ess)
             if name == "guided":
                 assert result.message is None, result.message
