@@ -57,3 +57,11 @@ def test_arithmetic_verifier(model):
     for name in ("smc_weighted_vote_accuracy", "smc_accuracy", "sampling_accuracy",
                  "sampling_majority_vote_accuracy"):
         assert 0.0 <= out[name] <= 1.0
+
+
+@pytest.mark.slow  # distils an HMM from the bundled model (about 25 s)
+def test_keyword_guided():
+    out = load("keyword_guided").main(["--n", "8", "--hmm-samples", "512", "--em-epochs", "2"])
+    guided = next(r for r in out["rows"] if r["method"] == "SMC, HMM guide")
+    assert guided["satisfied"] == 1.0 and guided["live"] > 0
+    assert all(k in out["best"] for k in out["keywords"])
