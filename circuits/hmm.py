@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from genppl.models.interface import InputError
+from genppl.models.interface import InputError, read_npz
 
 __all__ = ["HMM", "em_step", "fit", "forward_messages", "log_likelihood", "log_matmul", "posteriors",
            "sample"]
@@ -89,11 +89,11 @@ class HMM:
     @classmethod
     def load(cls, path) -> "HMM":
         """Read parameters written by :meth:`save`."""
-        try:
-            with np.load(path) as f:
-                return cls(jnp.asarray(f["log_init"]), jnp.asarray(f["log_trans"]), jnp.asarray(f["log_emit"]))
-        except (OSError, KeyError, ValueError) as err:
-            raise InputError(f"cannot read an HMM from {path}: {err} (write one with HMM.save)") from None
+        arrays = read_npz(path, "HMM", "write one with HMM.save (or distil a new one)")
+        missing = {"log_init", "log_trans", "log_emit"} - set(arrays)
+        if missing:
+            raise InputError(f"{path} is not an HMM file (no {', '.join(sorted(missing))}): write one with HMM.save")
+        return cls(*(jnp.asarray(arrays[k]) for k in ("log_init", "log_trans", "log_emit")))
 
     def astype(self, dtype) -> "HMM":
         return HMM(*(jnp.asarray(a, dtype) for a in (self.log_init, self.log_trans, self.log_emit)))

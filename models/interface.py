@@ -26,7 +26,9 @@ from __future__ import annotations
 import abc
 import functools
 import numbers
+import json
 import os
+import zipfile
 from pathlib import Path
 
 import jax
@@ -485,7 +487,27 @@ def _gib(num_bytes: int) -> str:
     return f"{num_bytes / 2**30:.1f} GiB ({num_bytes:,} bytes)"
 
 
+def read_npz(path, what: str, fix: str, meta: bool = False) -> dict:
+    """Every array of the ``.npz`` file at ``path``, or one :class:`InputError` that names the
+    file, says it is not a readable ``what``, and how to ``fix`` it (a missing, truncated or
+    foreign file raises OSError, EOFError, BadZipFile, ValueError or KeyError deep inside
+    numpy). With ``meta``, the JSON record stored as bytes under ``"meta"`` is decoded into
+    ``arrays["meta"]``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no {what} at {path}: {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        if meta:
+            arrays["meta"] = json.loads(bytes(arrays["meta"]).decode())
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise InputError(f"{path} is not a readable {what} ({type(err).__name__}: {err}): {fix}") from None
+    return arrays
+
+
 __all__ = [
     "PROMPT_BUCKET", "InputError", "LMState", "LanguageModel", "NonFiniteLogitsError", "as_key",
     "as_token_ids", "broadcast_particles", "available_memory_bytes", "check_finite_logits", "check_positive_int", "nonfinite_rows",
+    "read_npz",
 ]

@@ -39,7 +39,7 @@ from .objectives import (
 )
 from .sampling import many_log_z, smc_log_z, smc_samples
 from .trace import Trace, generated_tokens, rollout, trace
-from .train import Trainer, TrainingError, TrainState, all_finite, fit, load_guide_params
+from .train import Trainer, TrainingError, TrainState, all_finite, fit, load_guide_params, read_checkpoint
 
 __all__ = [
     # guide
@@ -54,5 +54,5 @@ __all__ = [
     "check_source", "ciwae", "contrastive_twist", "elbo", "forward_kl", "iwae", "loo_mean", "miwae",
     "subtrajectory_balance", "trajectory_balance",
     # training
-    "Trainer", "TrainingError", "TrainState", "all_finite", "fit", "load_guide_params",
+    "Trainer", "TrainingError", "TrainState", "all_finite", "fit", "load_guide_params", "read_checkpoint",
 ]

@@ -35,12 +35,12 @@ import numpy as np
 import optax
 from flax import struct
 
-from genppl.models.interface import InputError, as_key, check_positive_int
+from genppl.models.interface import InputError, as_key, check_positive_int, read_npz
 
 from .bounds import bounds
 from .objectives import Objective
 
-__all__ = ["Trainer", "TrainState", "TrainingError", "all_finite", "fit", "load_guide_params"]
+__all__ = ["Trainer", "TrainState", "TrainingError", "all_finite", "fit", "load_guide_params", "read_checkpoint"]
 
 
 class TrainingError(InputError):
@@ -191,12 +191,8 @@ class Trainer:
     @staticmethod
     def restore(path, template: TrainState) -> TrainState:
         """Read a checkpoint into the structure of ``template`` (shapes are checked)."""
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"no checkpoint at {path}")
-        with np.load(path) as data:
-            meta = json.loads(bytes(data["meta"]).decode())
-            arrays = {k: data[k] for k in data.files}
+        arrays = read_checkpoint(path)
+        meta = arrays["meta"]
         tree = {"params": template.params, "opt_state": template.opt_state}
         leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
         names = [jax.tree_util.keystr(p) for p, _ in leaves]
@@ -216,6 +212,18 @@ class Trainer:
         return TrainState(tree["params"], tree["opt_state"], jnp.asarray(meta["step"], jnp.int32), key)
 
 
+def read_checkpoint(path) -> dict:
+    """The arrays of a training checkpoint, its ``"meta"`` record decoded; one InputError
+    naming the file when it is missing, truncated or not a checkpoint."""
+    fix = "train one first (Trainer.fit(..., checkpoint=PATH), examples/learned_proposal.py --save PATH)"
+    arrays = read_npz(path, "checkpoint", fix, meta=True)
+    meta = arrays["meta"]
+    if not (isinstance(meta, dict) and isinstance(meta.get("names"), list) and "step" in meta
+            and all(f"leaf_{i}" in arrays for i in range(len(meta["names"]))) and "key" in arrays):
+        raise InputError(f"{path} is not a training checkpoint written by Trainer (its record is incomplete): {fix}")
+    return arrays
+
+
 def load_guide_params(path, guide):
     """The guide's parameters from a training checkpoint (any objective, any optimiser),
     checked against ``guide``'s structure and shapes.
@@ -223,25 +231,21 @@ def load_guide_params(path, guide):
     >>> guide = variational.Guide(proposal=models.LoRA(lm, rank=4))  # doctest: +SKIP
     >>> params = variational.load_guide_params("proposal.npz", guide)  # doctest: +SKIP
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"no checkpoint at {path}: train one first (examples/learned_proposal.py --save PATH)")
+    data = read_checkpoint(path)
     template = guide.init(jax.random.key(0))
     leaves = jax.tree_util.tree_flatten_with_path({"params": {"guide": template}})[0]
-    with np.load(path) as data:
-        meta = json.loads(bytes(data["meta"]).decode())
-        index = {name: i for i, name in enumerate(meta["names"])}
-        restored = []
-        for p, x in leaves:
-            name = jax.tree_util.keystr(p)
-            if name not in index:
-                raise InputError(f"checkpoint {path} has no {name}: it was trained for another guide "
-                                 "(check the adapter kind and its targets)")
-            a = data[f"leaf_{index[name]}"]
-            if a.shape != np.shape(x):
-                raise InputError(f"checkpoint {path}: {name} has shape {a.shape} but this guide needs "
-                                 f"{np.shape(x)} (another model, or another LoRA rank?)")
-            restored.append(jnp.asarray(a, jnp.float32))
+    index = {name: i for i, name in enumerate(data["meta"]["names"])}
+    restored = []
+    for p, x in leaves:
+        name = jax.tree_util.keystr(p)
+        if name not in index:
+            raise InputError(f"checkpoint {path} has no {name}: it was trained for another guide "
+                             "(check the adapter kind and its targets)")
+        a = data[f"leaf_{index[name]}"]
+        if a.shape != np.shape(x):
+            raise InputError(f"checkpoint {path}: {name} has shape {a.shape} but this guide needs "
+                             f"{np.shape(x)} (another model, or another LoRA rank?)")
+        restored.append(jnp.asarray(a, jnp.float32))
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), restored)
 
 

@@ -106,3 +106,18 @@ def test_bad_inputs_raise_input_errors():
         circuits.HMM.random(jax.random.key(0), 0, V)
     with pytest.raises(InputError, match="shapes"):
         circuits.HMM.from_logits(jnp.zeros(2), jnp.zeros((3, 3)), jnp.zeros((2, 4)))
+
+
+def test_corrupt_hmm_files_give_one_error_naming_the_file(tmp_path):
+    """Issue 11, case 9: truncated, garbage, foreign or pickled files raise one InputError."""
+    good = tmp_path / "hmm.npz"
+    circuits.HMM.random(jax.random.key(0), num_states=2, vocab_size=3).save(good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.npz").write_bytes(b"\x00garbage" * 20)
+    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
+    np.savez(tmp_path / "pickled.npz", log_init=np.array([{"a": 1}], dtype=object))
+    for name in ("truncated", "garbage", "foreign", "pickled", "missing"):
+        with pytest.raises(InputError, match=f"{name}.npz.*HMM"):
+            circuits.HMM.load(tmp_path / f"{name}.npz")
+    assert circuits.HMM.load(good).num_states == 2

@@ -82,3 +82,26 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         Trainer(objective, optax.adam(0.1), ppl.Program(TINY_PROGRAM.lm, [1], 2, alpha=2.0, step_delimiter="a"))
     with pytest.raises(InputError):
         variational.Guide()
+
+
+def corrupt_files(tmp_path, good):
+    """Truncated, garbage, foreign and pickled versions of the file ``good``."""
+    data = good.read_bytes()
+    files = {"truncated": data[: len(data) // 2], "garbage": b"not a zip file at all" * 10, "empty": b""}
+    for name, content in files.items():
+        (tmp_path / f"{name}.npz").write_bytes(content)
+    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
+    np.savez(tmp_path / "pickled.npz", meta=np.array([{"a": 1}], dtype=object))
+    return sorted(tmp_path.glob("*.npz"))
+
+
+def test_corrupt_checkpoints_give_one_error_naming_the_file(trainer, tmp_path):
+    """Issue 11, case 9: no BadZipFile, EOFError, KeyError('meta') or pickle error escapes."""
+    good = tmp_path / "good" / "ckpt.npz"
+    good.parent.mkdir()
+    state, _ = trainer.fit(trainer.init(0), 1, checkpoint=good, progress=False)
+    for path in corrupt_files(tmp_path, good):
+        with pytest.raises(InputError, match=f"{path.name}.*train one first"):
+            variational.load_guide_params(path, TINY_GUIDE)
+        with pytest.raises(InputError, match=f"{path.name}.*train one first"):
+            Trainer.restore(path, state)
