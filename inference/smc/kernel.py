@@ -38,6 +38,7 @@ from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
 from .resampling import ess, log_mean_exp, systematic
+from .validation import check_kernel_parts
 
 
 @struct.dataclass
@@ -99,11 +100,14 @@ class SMCKernel:
         n = state.logw.shape[0]
         key_resample, key_move, key_step = jax.random.split(key, 3)
         resampled = (ess(state.logw) < self.ess_threshold * n) & jnp.isfinite(jax.nn.logsumexp(state.logw))
-        identity = jnp.arange(n, dtype=jnp.int32)
-        ancestors = jax.lax.cond(resampled, lambda: self.resampling_fn(key_resample, state.logw, n).astype(jnp.int32),
-                                 lambda: identity)
-        particles = jax.tree.map(lambda x: x[ancestors], state.particles)
-        logw = jnp.where(resampled, jnp.full_like(state.logw, log_mean_exp(state.logw)), state.logw)
+        def resample(particles, logw):
+            ancestors = self.resampling_fn(key_resample, logw, n).astype(jnp.int32)
+            return jax.tree.map(lambda x: x[ancestors], particles), jnp.full_like(logw, log_mean_exp(logw)), ancestors
+
+        def keep(particles, logw):  # no gather: copying the LM cache costs as much as a step
+            return particles, logw, jnp.arange(n, dtype=jnp.int32)
+
+        particles, logw, ancestors = jax.lax.cond(resampled, resample, keep, state.particles, state.logw)
         if self.move is not None:  # every step: a move only when resampling would bias Z_hat
             particles = self.move(key_move, program, particles, state.step)
         particles, inc = program.step(key_step, particles, self.proposal)
@@ -117,8 +121,6 @@ def build_kernel(resampling_fn: Callable = systematic, proposal: Callable | None
 
     ``ess_threshold`` 0 never resamples; 1 resamples at every step with unequal weights.
     """
-    from .validation import check_kernel_parts
-
     proposal = locally_optimal() if proposal is None else proposal
     check_kernel_parts(resampling_fn, proposal, ess_threshold, move)
     return SMCKernel(resampling_fn, proposal, float(ess_threshold), move)
