@@ -43,12 +43,9 @@ def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SM
         raise InputError(f"give either kernel= or kernel options, not both (got {sorted(kernel_options)})")
     if not callable(kernel):
         raise InputError(f"kernel must be a function (key, state, program) -> (state, info), got {kernel!r}")
-    if isinstance(kernel, SteerKernel) and program.step_delimiter is not None:
-        raise InputError("SMC-steer expands every next token, so it needs a token-level program: "
-                         "remove step_delimiter or use smc.build_kernel()")
-    move = getattr(kernel, "move", None)
-    if move is not None and hasattr(move, "check"):
-        move.check(program)
+    for part in (kernel, getattr(kernel, "move", None)):  # a kernel or move may refuse a program
+        if hasattr(part, "check"):
+            part.check(program)
     state, infos = sweep_jit(kernel, program, init(program, n), key)
     check_faults(infos, describe(kernel))
     return SMCResult.from_run(program, state, infos, method=describe(kernel))

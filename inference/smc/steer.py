@@ -28,10 +28,15 @@ __all__ = ["SteerKernel", "build_kernel", "select_without_replacement"]
 class SteerKernel:
     """``kernel(key, state, program) -> (state, info)``: one SMC-steer step."""
 
-    def __call__(self, key, state: SMCState, program: Program) -> tuple[SMCState, SMCInfo]:
+    @staticmethod
+    def check(program: Program) -> None:
+        """InputError unless ``program`` is token-level (SMC-steer expands every next token)."""
         if program.step_delimiter is not None:
             raise InputError("SMC-steer expands every next token, so it needs a token-level program: "
                              "remove step_delimiter or use smc.build_kernel()")
+
+    def __call__(self, key, state: SMCState, program: Program) -> tuple[SMCState, SMCInfo]:
+        self.check(program)  # static: raised while tracing, before anything runs
         parents, faulty = program.mark_faults(state.particles, ~state.particles.done)
         logw = jnp.where(faulty, -jnp.inf, state.logw)
         particles, logw, parent = expand_and_select(key, program, parents, logw)
