@@ -11,6 +11,8 @@ Building blocks (blackjax style, all public):
 * :mod:`.power` — :func:`power_mcmc`, the blockwise sampler, with :class:`RewardTilt` and
   :class:`PowerSamples`;
 * :mod:`.rejuvenation` — :func:`rejuvenation`, MH steps as an SMC resample-move;
+* :mod:`.program` — :func:`program_mh`, MH over any :class:`ppl.Program` (potentials, stop
+  strings, steps, host-side rewards), and :func:`program_move`, its SMC resample-move;
 * :mod:`.diagnostics` — acceptance rates.
 
 >>> import jax
@@ -27,10 +29,12 @@ from . import diagnostics, moves
 from .kernel import (MAX_ALPHA, Extension, MHInfo, MHKernel, MHState, Tempered, build_kernel, check_alpha, empty, extend,
                      log_acceptance, masked_sum, tempered)
 from .power import PowerSamples, RewardTilt, blockwise, power_mcmc, to_samples
+from .program import ProgramMH, ProgramMHInfo, ProgramMove, program_mh, program_move
 from .rejuvenation import Rejuvenation, rejuvenation
 
 __all__ = [
     "MAX_ALPHA", "Extension", "MHInfo", "MHKernel", "MHState", "PowerSamples", "Rejuvenation", "RewardTilt", "Tempered",
     "blockwise", "build_kernel", "check_alpha", "diagnostics", "empty", "extend", "log_acceptance", "masked_sum",
     "moves", "power_mcmc", "rejuvenation", "tempered", "to_samples",
+    "ProgramMH", "ProgramMHInfo", "ProgramMove", "program_mh", "program_move",
 ]
