@@ -11,6 +11,8 @@
 * :mod:`inference.variational` — learned proposals and twists: guides, objectives (ELBO,
   IWAE family, forward KL, trajectory balance, contrastive twists), the optax ``Trainer``,
   bounds on log Z.
+* :mod:`inference.search` — search baselines with SMC's results interface: best-of-N,
+  beam search (tokens or steps), self-consistency.
 
 >>> import jax
 >>> from genppl import models, ppl, inference
@@ -21,6 +23,6 @@
 (32,)
 """
 
-from . import mcmc, power, smc, variational
+from . import mcmc, power, search, smc, variational
 
-__all__ = ["mcmc", "power", "smc", "variational"]
+__all__ = ["mcmc", "power", "search", "smc", "variational"]
