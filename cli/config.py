@@ -39,6 +39,9 @@ genppl: generate with a chosen method on a task, and summarise.
     genppl --method power-rollout --n 4 --horizon 16   # rollout estimates of the future
     genppl --method smc-guided --task sentences --keywords dog ball park --n 16   # HMM x DFA guide
     genppl --method smc --prompt "S:" --learned proposal.npz   # SMC with a learned LoRA proposal
+    genppl --method pgas --task sentences --n 4 --iterations 8   # particle Gibbs chains (R-hat, ESS)
+    genppl --method best-of-n --n 8          # best of 8 samples by the task's reward
+    genppl --method beam --task sentences --n 4                  # token-level beam search, width 4
 
 The SMC methods target p(x)^alpha * phi(x). On the arithmetic task phi is a step verifier
 (tasks.arithmetic.equations_hold: a particle dies at the first worked equation that does not
@@ -104,6 +107,11 @@ class RunConfig:
     hmm_states: int | None = None
     hmm_samples: int | None = None
     hmm_epochs: int | None = None
+    # pg, pgas, mh (chains), best-of-n, beam
+    iterations: int | None = None
+    particles: int | None = None
+    select: str | None = None
+    expansions: int | None = None
 
     @property
     def is_power(self) -> bool:
@@ -189,6 +197,15 @@ def build_parser() -> Parser:
     power.add_argument("--horizon", type=int, default=None, help="power-rollout: rollout length (default: to the end)")
     power.add_argument("--no-jackknife", action="store_true", default=None,
                        help="power-rollout: plain (biased) zeta estimate")
+    chains = p.add_argument_group("MCMC chains and search baselines (pg, pgas, mh: --n chains; best-of-n, "
+                                  "self-consistency: --n samples; beam: --n beams)")
+    chains.add_argument("--iterations", type=int, default=None, help="pg, pgas, mh: iterations per chain (default 8)")
+    chains.add_argument("--particles", type=int, default=None,
+                        help="pg, pgas: conditional-SMC particles per iteration (default 8)")
+    chains.add_argument("--select", default=None, choices=["argmax", "weighted"],
+                        help="best-of-n: the top score, or a draw by weight (default argmax)")
+    chains.add_argument("--expansions", type=int, default=None,
+                        help="beam: sampled next steps per beam (step level; default: every token)")
     learned = p.add_argument_group("learned proposal (smc; train one with examples/learned_proposal.py --save PATH)")
     learned.add_argument("--learned", default=None, metavar="PATH",
                          help="smc: propose with the LoRA adapter of this training checkpoint (.npz)")
@@ -221,13 +238,13 @@ DEFAULTS = {
     "temperature": 1.0, "resampler": "systematic", "proposal": "optimal", "ban": (),
     "beta": 1.0, "pf_target": "final", "block_size": 16, "num_mcmc": 4, "mh_move": "suffix", "ramp_tokens": 0,
     "rejuvenate": 0, "rollouts": 4, "rollout_top_k": 4, "learned_rank": 4, "hmm_states": 32,
-    "hmm_samples": 2048, "hmm_epochs": 5,
+    "hmm_samples": 2048, "hmm_epochs": 5, "iterations": 8, "particles": 8, "select": "argmax",
 }
 #: method-specific options (argparse dests): each must be taken by the chosen method when given
 OPTIONS = ("temperature", "top_k", "top_p", "alpha", "resampler", "ess_threshold", "proposal", "ban", "regex",
            "beta", "pf_target", "block_size", "num_mcmc", "mh_move", "ramp_tokens", "rejuvenate", "rollouts",
            "rollout_top_k", "horizon", "no_jackknife", "learned", "learned_rank", "keywords", "hmm", "hmm_states",
-           "hmm_samples", "hmm_epochs")
+           "hmm_samples", "hmm_epochs", "iterations", "particles", "select", "expansions")
 #: text options, checked to be valid UTF-8
 TEXTS = ("prompt", "regex", "ban", "keywords")
 
@@ -348,7 +365,8 @@ def check(c: RunConfig, given: dict | None = None) -> None:
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise InputError(f"--{name} must be a positive number, got {value}")
     for name, low in (("block_size", 1), ("num_mcmc", 0), ("ramp_tokens", 0), ("rejuvenate", 0),
-                      ("rollouts", 1), ("rollout_top_k", 1), ("horizon", 1)):
+                      ("rollouts", 1), ("rollout_top_k", 1), ("horizon", 1), ("iterations", 4), ("particles", 2),
+                      ("expansions", 1)):
         value = getattr(c, name)
         if value is not None and value < low:
             raise InputError(f"{flag(name)} must be an integer >= {low}, got {value}")

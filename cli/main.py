@@ -58,6 +58,8 @@ def power_cost(out) -> dict:
 
 
 def num_tokens(out) -> int:
+    if isinstance(getattr(out, "tokens", None), int):  # chains and search baselines count what they spent
+        return out.tokens
     if hasattr(out, "num_tokens"):
         return int(np.sum(out.num_tokens))
     return sum(len(ids) for ids in out.token_ids)
@@ -79,6 +81,7 @@ def run(config: RunConfig) -> dict:
     metrics = collections.defaultdict(list)
     smc_stats = collections.defaultdict(list)
     power_stats = collections.defaultdict(list)
+    chain_stats = collections.defaultdict(list)
     shown = []
     progress = _progress(work, config)
     for text, score in progress:
@@ -97,6 +100,8 @@ def run(config: RunConfig) -> dict:
             smc_stats["final_ess"].append(out.final_ess)
             smc_stats["resamplings"].append(out.num_resampling)
             smc_stats["all_dead"].append(out.message is not None)
+            for name, value in (getattr(out, "diagnostics", None) or {}).items():  # MCMC chains
+                chain_stats[name].append(value)
         if score is not None:
             for name, value in score(out.texts, out.weights if weighted else None).items():
                 metrics[name].append(value)
@@ -130,6 +135,8 @@ def run(config: RunConfig) -> dict:
             "final_ess": round(float(np.mean(smc_stats["final_ess"])), 3),
             "resamplings": int(np.sum(smc_stats["resamplings"])),
         })
+    if chain_stats:  # split R-hat, bulk / tail ESS of log p, acceptance: means over prompts
+        summary.update({name: round(float(np.mean(v)), 4) for name, v in chain_stats.items()})
     if power_stats:
         summary["alpha"] = config.alpha
         summary.update({name: round(float(np.mean(v)), 4) for name, v in power_stats.items()})

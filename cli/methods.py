@@ -19,6 +19,11 @@ smc-guided         ``inference.smc.run`` on a program whose potential is ``circu
 power-mh           ``inference.mcmc.power_mcmc``
 power-smc          ``inference.power.power_smc`` (``--rejuvenate``: ``inference.mcmc.rejuvenation``)
 power-rollout      ``inference.power.power_rollout``
+pg, pgas           ``inference.mcmc.run_chains`` with ``inference.smc.conditional.particle_gibbs``
+mh                 ``inference.mcmc.run_chains`` with ``inference.mcmc.program_mh``
+best-of-n          ``inference.search.best_of_n`` (reward on arithmetic: ``tasks.arithmetic.step_reward``)
+beam               ``inference.search.beam_search``
+self-consistency   ``inference.search.self_consistency`` (arithmetic: ``tasks.arithmetic.extract_answer``)
 =================  ===========================================================================
 """
 
@@ -149,7 +154,79 @@ def run_power_rollout(session: Session, prompt_ids, key):
                                jackknife=c.jackknife)
 
 
+def _search_program(session: Session, prompt_ids, delimiter=None):
+    return _program(session, prompt_ids, session.potential, delimiter)
+
+
+def run_chains(session: Session, prompt_ids, key, kernel):
+    from genppl.inference import mcmc
+
+    c = session.config
+    return mcmc.run_chains(_search_program(session, prompt_ids), kernel, c.n, c.iterations, key)
+
+
+def run_pg(session: Session, prompt_ids, key, ancestor_sampling=False):
+    from genppl.inference.smc import conditional
+
+    c = session.config
+    return run_chains(session, prompt_ids, key,
+                      conditional.particle_gibbs(c.particles, c.proposal_fn, ancestor_sampling))
+
+
+def run_pgas(session: Session, prompt_ids, key):
+    return run_pg(session, prompt_ids, key, ancestor_sampling=True)
+
+
+def run_mh(session: Session, prompt_ids, key):
+    from genppl.inference import mcmc
+
+    c = session.config
+    return run_chains(session, prompt_ids, key, mcmc.program_mh(c.mh_move_fn, c.proposal_fn))
+
+
+def run_best_of_n(session: Session, prompt_ids, key):
+    from genppl.inference import search
+
+    c = session.config
+    reward = None
+    if c.task == "arithmetic":
+        from genppl.tasks import arithmetic
+
+        reward = arithmetic.step_reward
+    return search.best_of_n(_search_program(session, prompt_ids), c.n, key, reward=reward, select=c.select,
+                            proposal=c.proposal_fn)
+
+
+def run_beam(session: Session, prompt_ids, key):
+    from genppl.inference import search
+
+    c = session.config
+    delimiter = None
+    if c.expansions is not None:  # step level: the task's step boundary, else words
+        from genppl.tasks import arithmetic
+
+        delimiter = step_delimiter(session.lm, arithmetic.STEP_DELIMITER if c.task == "arithmetic" else " ")
+    return search.beam_search(_search_program(session, prompt_ids, delimiter), c.n, key, expansions=c.expansions,
+                              proposal=c.proposal_fn)
+
+
+def run_self_consistency(session: Session, prompt_ids, key):
+    from genppl.inference import search
+
+    c = session.config
+    if c.task == "arithmetic":
+        from genppl.tasks import arithmetic
+
+        extract = arithmetic.extract_answer
+    else:
+        def extract(text):
+            return text.strip() or None
+    return search.self_consistency(_search_program(session, prompt_ids), c.n, key, extract=extract,
+                                   proposal=c.proposal_fn)
+
+
 _SMC = frozenset({"resampler", "ess_threshold", "proposal", "alpha", "ban", "regex"})
+_TARGET = frozenset({"alpha", "ban", "regex", "proposal"})
 
 #: The method table: name -> :class:`Method` (the order is the order of ``--help``).
 METHODS: dict[str, Method] = {
@@ -171,6 +248,18 @@ METHODS: dict[str, Method] = {
     "power-rollout": Method(run_power_rollout, "rollout power sampling of p^alpha (inference.power.power_rollout)",
                             frozenset({"alpha", "rollouts", "rollout_top_k", "horizon", "no_jackknife"}),
                             power=True),
+    "pg": Method(run_pg, "particle Gibbs chains on p^alpha * phi (inference.smc.conditional.particle_gibbs)",
+                 _TARGET | {"iterations", "particles"}),
+    "pgas": Method(run_pgas, "particle Gibbs with ancestor sampling (particle_gibbs(ancestor_sampling=True))",
+                   _TARGET | {"iterations", "particles"}),
+    "mh": Method(run_mh, "MH chains on p^alpha * phi, any program (inference.mcmc.program_mh)",
+                 _TARGET | {"iterations", "mh_move"}),
+    "best-of-n": Method(run_best_of_n, "best of n samples by a reward or weight (inference.search.best_of_n)",
+                        _TARGET | {"select"}),
+    "beam": Method(run_beam, "beam search for the largest p^alpha * phi (inference.search.beam_search)",
+                   _TARGET | {"expansions"}),
+    "self-consistency": Method(run_self_consistency, "majority vote of n samples (inference.search.self_consistency)",
+                               _TARGET),
 }
 
 
@@ -181,7 +270,8 @@ def prepare(config, lm) -> Session:
     from genppl import ppl
 
     session = Session(lm, config)
-    if config.method not in ("smc", "smc-steer", "pf", "smc-guided"):
+    if config.method not in ("smc", "smc-steer", "pf", "smc-guided", "pg", "pgas", "mh", "best-of-n", "beam",
+                             "self-consistency"):
         return session
     factors = []
     if config.task == "arithmetic" and config.method in ("smc", "smc-steer", "pf"):

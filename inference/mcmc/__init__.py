@@ -13,7 +13,9 @@ Building blocks (blackjax style, all public):
 * :mod:`.rejuvenation` — :func:`rejuvenation`, MH steps as an SMC resample-move;
 * :mod:`.program` — :func:`program_mh`, MH over any :class:`ppl.Program` (potentials, stop
   strings, steps, host-side rewards), and :func:`program_move`, its SMC resample-move;
-* :mod:`.diagnostics` — acceptance rates.
+* :mod:`.diagnostics` — acceptance rates, split R-hat, bulk and tail ESS;
+* :mod:`.chains` — :func:`run_chains`: several particle-Gibbs or program-MH chains with their
+  diagnostics, as a :class:`ChainResult` (SMC's results interface).
 
 >>> import jax
 >>> from genppl import models
@@ -26,6 +28,7 @@ Building blocks (blackjax style, all public):
 """
 
 from . import diagnostics, moves
+from .chains import ChainResult, run_chains
 from .kernel import (MAX_ALPHA, Extension, MHInfo, MHKernel, MHState, Tempered, build_kernel, check_alpha, empty, extend,
                      log_acceptance, masked_sum, tempered)
 from .power import PowerSamples, RewardTilt, blockwise, power_mcmc, to_samples
@@ -36,5 +39,5 @@ __all__ = [
     "MAX_ALPHA", "Extension", "MHInfo", "MHKernel", "MHState", "PowerSamples", "Rejuvenation", "RewardTilt", "Tempered",
     "blockwise", "build_kernel", "check_alpha", "diagnostics", "empty", "extend", "log_acceptance", "masked_sum",
     "moves", "power_mcmc", "rejuvenation", "tempered", "to_samples",
-    "ProgramMH", "ProgramMHInfo", "ProgramMove", "program_mh", "program_move",
+    "ProgramMH", "ProgramMHInfo", "ProgramMove", "program_mh", "program_move", "ChainResult", "run_chains",
 ]

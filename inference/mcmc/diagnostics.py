@@ -51,13 +51,13 @@ def acceptance_per_block(accepted) -> np.ndarray:
 #   min of the ESS of the indicators 1{x <= q_0.05} and 1{x <= q_0.95}; rank-normalised
 #   R-hat = max(split R-hat of z, split R-hat of z of |x - median|).
 
-def _chains(x) -> np.ndarray:
+def _chains(x, least: int = 4) -> np.ndarray:
     x = np.asarray(x, np.float64)
     if x.ndim == 1:
         x = x[None, :]
-    if x.ndim != 2 or x.shape[1] < 4:
+    if x.ndim != 2 or x.shape[1] < least:
         from genppl.models.interface import InputError
-        raise InputError(f"diagnostics need draws as [chains, draws] with at least 4 draws, got shape {x.shape}")
+        raise InputError(f"diagnostics need draws as [chains, draws] with at least {least} draws, got shape {x.shape}")
     return x
 
 
@@ -95,7 +95,7 @@ def _autocov(x) -> np.ndarray:
 def ess(x) -> float:
     """Effective sample size of ``x`` [chains, draws] (not split; Geyer's initial monotone
     sequence on the chain-combined autocorrelations)."""
-    x = _chains(x)
+    x = _chains(x, 2)
     m, n = x.shape
     acov = _autocov(x)
     within = acov[:, 0].mean() * n / (n - 1)
@@ -151,6 +151,6 @@ def rank_rhat(x) -> float:
 def chain_summary(x) -> dict:
     """{"rhat", "rank_rhat", "ess_bulk", "ess_tail"} of ``x`` [chains, draws] (NaN if fewer than 4 draws)."""
     x = np.asarray(x, np.float64)
-    if x.ndim != 2 or x.shape[1] < 4:
+    if x.ndim != 2 or x.shape[1] < 4 or x.shape[0] * x.shape[1] < 8:
         return {"rhat": math.nan, "rank_rhat": math.nan, "ess_bulk": math.nan, "ess_tail": math.nan}
     return {"rhat": split_rhat(x), "rank_rhat": rank_rhat(x), "ess_bulk": ess_bulk(x), "ess_tail": ess_tail(x)}

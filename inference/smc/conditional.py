@@ -175,10 +175,12 @@ class PGState:
 @struct.dataclass
 class PGInfo:
     """One PG iteration: ``log_z`` (the CSMC estimate log Z_hat given the old reference),
-    ``changed`` (the new sequence differs), ``tokens`` (LM transitions spent), ``ess``,
-    ``resampled`` and ``ancestors`` per step of the CSMC sweep."""
+    ``changed`` (the new sequence differs), ``log_p`` (log p of the new sequence under the
+    LM), ``tokens`` (LM transitions spent), ``ess``, ``resampled`` and ``ancestors`` per step
+    of the CSMC sweep."""
 
     log_z: jax.Array
+    log_p: jax.Array
     changed: jax.Array
     tokens: jax.Array
     ess: jax.Array
@@ -204,7 +206,7 @@ class ParticleGibbs:
         length = final.particles.lm.num_generated[k]
         new = PGState(ids, length)
         changed = (length != state.length) | jnp.any(ids != state.reference)
-        return new, PGInfo(final.log_z, changed, final.tokens, infos.ess, infos.resampled, infos.ancestors)
+        return new, PGInfo(final.log_z, final.particles.log_p[k], changed, final.tokens, infos.ess, infos.resampled, infos.ancestors)
 
     def init(self, program: Program, token_ids) -> PGState:
         """A chain at the finished continuation ``token_ids`` (host-side; checked: it must be

@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 
 from genppl.ppl.program import Program, ProgramState
+from genppl.ppl.proposals import locally_optimal
 
-__all__ = ["Guided", "replay"]
+__all__ = ["Guided", "force", "replay"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,3 +92,14 @@ def replay(program: Program, state: ProgramState, proposal: Callable, key, num_s
     init = (state, jnp.zeros((n,), jnp.float32), jnp.zeros((), jnp.int32), key)
     state, total, _, _ = jax.lax.while_loop(cond, body, init)
     return state, total, state.lm.num_generated - start
+
+
+def force(program: Program, tokens, lengths, key=None) -> ProgramState:
+    """Particles at the given continuations: ``tokens`` [n, L] generated ids, ``lengths`` [n],
+    replayed from the prompt (their potential state, stop state and flags as the program
+    computes them). Traceable."""
+    n, width = tokens.shape
+    guided = Guided(locally_optimal(), jnp.asarray(tokens, jnp.int32), jnp.asarray(lengths, jnp.int32),
+                    jnp.full((n,), width + 1, jnp.int32), False)
+    state, _, _ = replay(program, program.init(n), guided, jax.random.key(0) if key is None else key)
+    return state
