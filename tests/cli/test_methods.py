@@ -29,7 +29,7 @@ def run_json(capsys, argv):
 # ---- the table, without running a model ----------------------------------------------------
 def test_table_rows():
     assert list(METHODS) == ["sample", "smc", "smc-steer", "pf", "smc-guided", "power-mh", "power-smc",
-                             "power-rollout"]
+                             "power-rollout", "pg", "pgas", "mh", "best-of-n", "beam", "self-consistency"]
     for name, row in METHODS.items():
         assert callable(row.run) and row.help and row.options <= set(OPTIONS), name
     assert {n for n, row in METHODS.items() if row.power} == {"power-mh", "power-smc", "power-rollout"}
@@ -45,6 +45,12 @@ LIBRARY = {  # method -> (module path, public function it must call)
     "power-mh": ("genppl.inference.mcmc", "power_mcmc"),
     "power-smc": ("genppl.inference.power", "power_smc"),
     "power-rollout": ("genppl.inference.power", "power_rollout"),
+    "pg": ("genppl.inference.mcmc", "run_chains"),
+    "pgas": ("genppl.inference.mcmc", "run_chains"),
+    "mh": ("genppl.inference.mcmc", "run_chains"),
+    "best-of-n": ("genppl.inference.search", "best_of_n"),
+    "beam": ("genppl.inference.search", "beam_search"),
+    "self-consistency": ("genppl.inference.search", "self_consistency"),
 }
 ARGV = {"smc-guided": ["--keywords", "a"], "power-smc": ["--rejuvenate", "2"]}
 
@@ -86,6 +92,14 @@ def test_each_method_calls_the_library_function(name, monkeypatch):
         assert kwargs["move"] == mcmc.rejuvenation(2) and kwargs["alpha"] == 4.0
     elif name == "power-mh":
         assert kwargs["move"] == mcmc.moves.suffix() and kwargs["block_size"] == 16
+    elif name in ("pg", "pgas"):
+        program, kernel, chains, iterations = args[:4]
+        assert isinstance(program, ppl.Program) and (chains, iterations) == (8, 8)
+        assert kernel == smc.conditional.particle_gibbs(8, ppl.proposals.locally_optimal(), name == "pgas")
+    elif name == "mh":
+        assert args[1] == mcmc.program_mh(mcmc.moves.suffix(), ppl.proposals.locally_optimal())
+    elif name in ("best-of-n", "beam", "self-consistency"):
+        assert isinstance(args[0], ppl.Program) and args[1] == 8
 
 
 def test_prepare_builds_the_potential_once(lm):
