@@ -27,3 +27,15 @@ def test_bounds_without_exact_samples_have_no_eubo():
     out = variational.bounds(TARGET_GUIDE, TARGET_GUIDE.init(jax.random.key(0)), BANNED, 0, n=8, runs=2)
     assert out["eubo"] is None and "kl_q_pi" not in out
     assert np.isfinite(out["elbo"]) and 0 < out["ess"] <= 1
+
+
+@pytest.mark.slow  # ~40 s: conditional SMC with the guide's program
+def test_csmc_upper_bound_for_the_guide():
+    """With exact references the conditional-SMC upper bound lies above log Z (within 3 se),
+    above the SMC lower bound, and their gap (the bidirectional KL estimate) is positive."""
+    params = random_params(variational.elbo(TARGET_GUIDE, 2))["guide"]
+    banned = variational.exact_batch(BANNED)
+    out = variational.bounds(TARGET_GUIDE, params, BANNED, 0, n=4, runs=64, exact=banned, upper=True)
+    assert out["csmc_exact_references"]
+    assert out["csmc_upper"] >= banned["log_z"] - 3 * out["csmc_upper_se"]
+    assert out["bidirectional_kl"] > 0
