@@ -73,8 +73,8 @@ def _rhat(x) -> float:
     within = x.var(axis=1, ddof=1).mean()
     between_over_n = x.mean(axis=1).var(ddof=1)
     var_plus = (n - 1) / n * within + between_over_n
-    if within == 0:
-        return 1.0 if between_over_n == 0 else math.inf
+    if within == 0:  # constant chains: undefined when they agree, divergent when they do not
+        return math.nan if between_over_n == 0 else math.inf
     return float(np.sqrt(var_plus / within))
 
 
@@ -100,8 +100,8 @@ def ess(x) -> float:
     acov = _autocov(x)
     within = acov[:, 0].mean() * n / (n - 1)
     var_plus = within * (n - 1) / n + (x.mean(axis=1).var(ddof=1) if m > 1 else 0.0)
-    if var_plus == 0:
-        return float(m * n)
+    if var_plus == 0:  # every draw equal: no information about mixing
+        return math.nan
     rho = 1.0 - (within - acov.mean(axis=0)) / var_plus
     rho[0] = 1.0
     pairs = rho[:-1:2] + rho[1::2]

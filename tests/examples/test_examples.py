@@ -65,3 +65,10 @@ def test_keyword_guided():
     guided = next(r for r in out["rows"] if r["method"] == "SMC, HMM guide")
     assert guided["satisfied"] == 1.0 and guided["live"] > 0
     assert all(k in out["best"] for k in out["keywords"])
+
+
+@pytest.mark.slow  # ~2 min: eleven methods, each compiled once
+def test_kernels_compared(model, capsys):
+    out = load("kernels_compared").main(["--model", model, "--n", "4", "--max-new-tokens", "6", "--iterations", "4"])
+    assert out["check"] and out["plain_tokens"] > 0 and len(out["rows"]) == 11
+    assert "check (every method ran and spent tokens): ok" in capsys.readouterr().out

@@ -113,3 +113,9 @@ def test_diagnostics_refuse_too_few_draws():
     with pytest.raises(InputError, match="at least 4 draws"):
         diag.split_rhat(np.zeros((2, 3)))
     assert math.isnan(diag.chain_summary(np.zeros((2, 3)))["rhat"])
+
+
+def test_constant_chains_have_no_diagnostics():
+    assert math.isnan(diag.split_rhat(np.ones((2, 8))))
+    assert diag.split_rhat(np.array([[1.0] * 8, [2.0] * 8])) == math.inf
+    assert math.isnan(diag.ess(np.ones((2, 8))))
