@@ -100,7 +100,9 @@ def run(config: RunConfig) -> dict:
             smc_stats["final_ess"].append(out.final_ess)
             smc_stats["resamplings"].append(out.num_resampling)
             smc_stats["all_dead"].append(out.message is not None)
-            for name, value in (getattr(out, "diagnostics", None) or {}).items():  # MCMC chains
+            if getattr(out, "ancestors", None) is not None and len(out.ancestors):  # SMC genealogy
+                smc_stats["lineages"].append(out.diagnostics()["lineages"])
+            for name, value in (getattr(out, "chain_diagnostics", None) or {}).items():  # MCMC chains
                 chain_stats[name].append(value)
         if score is not None:
             for name, value in score(out.texts, out.weights if weighted else None).items():
@@ -135,6 +137,8 @@ def run(config: RunConfig) -> dict:
             "final_ess": round(float(np.mean(smc_stats["final_ess"])), 3),
             "resamplings": int(np.sum(smc_stats["resamplings"])),
         })
+        if smc_stats["lineages"]:  # initial particles with a descendant at the end (mean over prompts)
+            summary["lineages"] = round(float(np.mean(smc_stats["lineages"])), 3)
     if chain_stats:  # split R-hat, bulk / tail ESS of log p, acceptance: means over prompts
         summary.update({name: round(float(np.mean(v)), 4) for name, v in chain_stats.items()})
     if power_stats:

@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
                          ("PGAS", smc.conditional.particle_gibbs(n, ancestor_sampling=True)),
                          ("MH over the program", mcmc.program_mh())):
         chains = mcmc.run_chains(program, kernel, 2, args.iterations, next(keys))
-        d = chains.diagnostics
+        d = chains.chain_diagnostics
         add(f"{name} (2 chains x {args.iterations})", chains.tokens,
             f"R-hat {d['rhat']:.2f}, bulk ESS {d['ess_bulk']:.1f}, acceptance {d['acceptance']:.2f}")
     best = search.best_of_n(program, n, next(keys), proposal=ppl.proposals.locally_optimal())

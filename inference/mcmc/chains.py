@@ -37,21 +37,21 @@ __all__ = ["ChainResult", "run_chains"]
 class ChainResult(SMCResult):
     """Final states of ``num_chains`` chains (equal weights) plus: ``draws`` [iterations][chains]
     token-id tuples, ``trace_log_p`` / ``trace_length`` [chains, iterations], ``accepted``
-    [iterations, chains], ``tokens`` (LM transitions spent), ``diagnostics`` (dict)."""
+    [iterations, chains], ``tokens`` (LM transitions spent), ``chain_diagnostics`` (dict)."""
 
     draws: list | None = None
     trace_log_p: np.ndarray | None = None
     trace_length: np.ndarray | None = None
     accepted: np.ndarray | None = None
     tokens: int = 0
-    diagnostics: dict | None = None
+    chain_diagnostics: dict | None = None
 
     def samples(self, burn_in: int = 0) -> list[tuple[int, ...]]:
         """Every chain's sequence at every iteration from ``burn_in`` on (chain-major)."""
         return [d for it in self.draws[burn_in:] for d in it]
 
     def __repr__(self) -> str:
-        d = self.diagnostics or {}
+        d = self.chain_diagnostics or {}
         return (f"<ChainResult {self.method}: {self.num_particles} chains x {len(self.draws or [])} iterations, "
                 f"acceptance {d.get('acceptance', math.nan):.3f}, R-hat(log p) {d.get('rhat', math.nan):.3f}, "
                 f"bulk ESS {d.get('ess_bulk', math.nan):.1f}, tail ESS {d.get('ess_tail', math.nan):.1f}, "
@@ -125,4 +125,4 @@ def run_chains(program: Program, kernel, num_chains: int, num_iterations: int, k
         f"MH over the program ({type(kernel.move).__name__} move, {type(kernel.proposal).__name__} proposal)"
     return ChainResult(last, texts, np.zeros(num_chains), math.nan, np.zeros(0), np.zeros(0, bool), eos,
                        log_p[:, -1].copy(), method=what, draws=draws, trace_log_p=log_p, trace_length=length,
-                       accepted=accepted, tokens=spent, diagnostics=summary)
+                       accepted=accepted, tokens=spent, chain_diagnostics=summary)

@@ -32,6 +32,7 @@ class SMCResult:
     log_p: np.ndarray
     method: str = "SMC"
     message: str | None = None
+    ancestors: np.ndarray | None = None  # [steps, n] ancestor indices of each step (identity: none)
 
     @classmethod
     def from_run(cls, program, state, infos, method: str = "SMC") -> "SMCResult":
@@ -59,6 +60,7 @@ class SMCResult:
             log_p=np.asarray(particles.log_p, np.float64),
             method=method,
             message=message,
+            ancestors=np.asarray(infos.ancestors)[:steps],
         )
 
     # ---- weights ------------------------------------------------------------------------
@@ -82,6 +84,22 @@ class SMCResult:
     def final_ess(self) -> float:
         w = self.weights
         return float(1.0 / np.sum(w ** 2)) if w.sum() > 0 else 0.0
+
+    def diagnostics(self) -> dict:
+        """SMC diagnostics: ``min_ess`` and ``final_ess``; ``resampling_steps`` (step indices);
+        ``unique_ancestors`` (distinct parents at each resampling step); ``lineages`` (how many
+        of the initial particles have a descendant among the final ones: 1 means the
+        genealogy collapsed to one ancestor)."""
+        out = {"min_ess": float(np.nanmin(self.ess)) if len(self.ess) and np.isfinite(self.ess).any() else math.nan,
+               "final_ess": self.final_ess, "resampling_steps": np.flatnonzero(self.resampled).tolist()}
+        if self.ancestors is None or not len(self.ancestors):
+            return {**out, "unique_ancestors": [], "lineages": self.num_particles}
+        out["unique_ancestors"] = [int(len(np.unique(a))) for a, r in zip(self.ancestors, self.resampled) if r]
+        origin = np.arange(self.num_particles)
+        for a in self.ancestors:  # origin[i]: the initial particle particle i descends from
+            origin = origin[a]
+        out["lineages"] = int(len(np.unique(origin)))
+        return out
 
     def distribution(self) -> dict[tuple[int, ...], float]:
         """Posterior estimate: total normalised weight of each distinct token sequence."""
