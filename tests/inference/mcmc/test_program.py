@@ -20,16 +20,24 @@ def lm():
     return random_lm(0, vocab=V, cap=CAP)
 
 
+def reward(texts):  # a host-side reward model r(x), called through a callback: target p^alpha exp(r / beta)
+    return [t.count("a") / 0.5 for t in texts]
+
+
 CASES = {
     # name: (program keyword arguments, stop token or None, log phi(x))
     "potential": (dict(potential=TARGET), None, log_phi),
     "stop": (dict(potential=SOFT, stop="b"), STOP_TOKEN, lambda s: 0.7 * list(s).count(1)),
     "step": (dict(potential=TARGET, step_delimiter="a"), None, log_phi),
+    "reward": (dict(potential="host"), None, lambda s: list(s).count(1) / 0.5),  # QUEST-style
 }
 
 
 def program_of(lm, case):
-    return ppl.Program(lm, [1], CAP, alpha=ALPHA, **CASES[case][0])
+    options = dict(CASES[case][0])
+    if options.get("potential") == "host":
+        options["potential"] = ppl.HostScorer(reward, lm.tokenizer)
+    return ppl.Program(lm, [1], CAP, alpha=ALPHA, **options)
 
 
 def finished(cap, stop):
@@ -122,7 +130,8 @@ def start(program, seq, copies=1):
 
 
 @pytest.mark.parametrize("case", [pytest.param("potential", marks=pytest.mark.slow),  # ~15 s compile each:
-                                  pytest.param("stop", marks=pytest.mark.slow), "step"])  # one by default
+                                  pytest.param("stop", marks=pytest.mark.slow),
+                                  pytest.param("reward", marks=pytest.mark.slow), "step"])  # one by default
 def test_sampler_ratios_are_the_exact_ratios(lm, case):
     """64 proposals from one state: every log r the kernel computed equals the float64 one."""
     ex, program = Exact(lm, case), program_of(lm, case)
