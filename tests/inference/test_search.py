@@ -21,6 +21,7 @@ def lm():
     return random_lm(5, vocab=V, cap=CAP)
 
 
+@pytest.mark.slow  # 5-13 s of compilation on a shared machine; the default suite's budget is spent
 def test_beam_of_width_v_to_the_t_is_the_exhaustive_argmax(lm):
     program = ppl.Program(lm, [1], CAP, potential=TARGET, alpha=2.0)
     seqs, pi, log_z, _ = exact(lm, alpha=2.0, cap=CAP)
@@ -35,6 +36,7 @@ def test_beam_of_width_v_to_the_t_is_the_exhaustive_argmax(lm):
     assert np.isfinite(narrow.scores[narrow.selected]) and narrow.tokens <= 2 * CAP
 
 
+@pytest.mark.slow  # 5-13 s of compilation on a shared machine; the default suite's budget is spent
 def test_step_level_beam_keeps_the_best_candidates(lm):
     program = ppl.Program(lm, [1], CAP, potential=TARGET, alpha=2.0, step_delimiter="a")
     seqs, pi, log_z, _ = exact(lm, alpha=2.0, cap=CAP)
@@ -94,6 +96,7 @@ def test_best_of_n_laws_match_enumeration(lm):
     assert_matches_law(picks, seqs, weighted_law(q, logw, 2))
 
 
+@pytest.mark.slow  # 5-13 s of compilation on a shared machine; the default suite's budget is spent
 def test_self_consistency_votes(lm):
     program = ppl.Program(lm, [1], CAP)
     out = search.self_consistency(program, 16, key=0, extract=lambda t: t[:1] or None)

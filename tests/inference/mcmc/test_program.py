@@ -129,9 +129,10 @@ def start(program, seq, copies=1):
     return state
 
 
-@pytest.mark.parametrize("case", [pytest.param("potential", marks=pytest.mark.slow),  # ~15 s compile each:
+@pytest.mark.parametrize("case", [pytest.param("potential", marks=pytest.mark.slow),  # ~15 s compile each
                                   pytest.param("stop", marks=pytest.mark.slow),
-                                  pytest.param("reward", marks=pytest.mark.slow), "step"])  # one by default
+                                  pytest.param("reward", marks=pytest.mark.slow),
+                                  pytest.param("step", marks=pytest.mark.slow)])
 def test_sampler_ratios_are_the_exact_ratios(lm, case):
     """64 proposals from one state: every log r the kernel computed equals the float64 one."""
     ex, program = Exact(lm, case), program_of(lm, case)
@@ -177,6 +178,7 @@ def test_as_smc_move_keeps_log_z_unbiased(lm):
     assert_unbiased_z(log_z_hat, np.logaddexp.reduce(ex.log_gamma))
 
 
+@pytest.mark.slow  # ~6 s of compilation (a stop-string program)
 def test_log_target_agrees(lm):
     ex, program = Exact(lm, "stop"), program_of(lm, "stop")
     got, _ = conditional.log_target(program, [list(s) for s in ex.support])

@@ -48,6 +48,7 @@ def test_fixed_schedule_from_the_pilot_is_exact(lm):
     assert_unbiased_measure(logw, particles, seqs, pi, log_z, prior)
 
 
+@pytest.mark.slow  # ~19 s: a pilot and a run, each compiled
 def test_adaptive_power_smc_runs(lm):
     result = power.adaptive_power_smc(lm, [1], 16, CAP, key=0, alpha=ALPHA, target_ess=0.9)
     assert result.schedule[0] == 1.0 and result.schedule.shape == (CAP,) and result.pilot_tokens > 0

@@ -123,6 +123,7 @@ def test_chains_histogram_chi_square(lm, ancestor_sampling):
     assert stats.chisquare(obs, exp).pvalue > 1e-3
 
 
+@pytest.mark.slow  # ~5 s of compilation; the replay is also covered by the init checks
 def test_log_target_matches_enumeration(lm):
     seqs, logp = lm.enumerate(CAP)
     log_gamma, finished = conditional.log_target(program_of(lm, True), [list(s) for s in seqs])
