@@ -51,14 +51,24 @@ def build(args):
     return lm, ppl.Program(lm, prompt, args.max_new_tokens, potential=potential)
 
 
-def evaluate(program, n, runs, seed, proposal=ppl.proposals.locally_optimal()):
-    """(IS ESS/N mean, SMC log Z_hat mean, SMC Var(log Z_hat)) over ``runs`` seeds."""
+def evaluate(program, n, runs, seed, proposal=ppl.proposals.locally_optimal(), upper=False):
+    """(IS ESS/N mean, SMC log Z_hat mean, SMC Var(log Z_hat)) over ``runs`` seeds; with
+    ``upper``, the two-sided bounds of smc.log_z_bounds (references drawn by weight from a
+    256-particle SMC with the same proposal: approximately exact)."""
     _, ess_is = vi.smc_log_z(program, seed, n, runs, proposal=proposal, ess_threshold=0.0)
     log_z, _ = vi.smc_log_z(program, seed + 1, n, runs, proposal=proposal, ess_threshold=0.5)
     finite = np.isfinite(log_z)
     return {"ess": float(np.mean(ess_is)), "log_z": float(np.mean(log_z[finite])) if finite.any() else -np.inf,
             "log_z_var": float(np.var(log_z[finite], ddof=1)) if finite.sum() > 1 else np.nan,
-            "dead_runs": int((~finite).sum())}
+            "dead_runs": int((~finite).sum()),
+            **(_bounds(program, n, runs, seed, proposal) if upper else {})}
+
+
+def _bounds(program, n, runs, seed, proposal):
+    from genppl.inference import smc
+
+    b = smc.log_z_bounds(program, n, seed + 2, runs=runs, proposal=proposal, reference_particles=256)
+    return {"lower": b.lower, "lower_se": b.lower_se, "upper": b.upper, "upper_se": b.upper_se, "gap": b.gap}
 
 
 def train(guide_name, lm, program, args, log_z_start):
@@ -124,6 +134,8 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", type=int, default=32, help="independent SMC runs at evaluation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--upper", action="store_true", help="also the conditional-SMC upper bound and the "
+                   "bidirectional KL estimate (smc.log_z_bounds)")
     p.add_argument("--part", choices=["bundled", "tabular"], default="bundled",
                    help="tabular: every objective on a random tabular LM, exact KLs by enumeration")
     p.add_argument("--tabular-steps", type=int, default=200)
@@ -134,12 +146,14 @@ def main(argv=None) -> dict:
     lm, program = build(args)
     print(f"# variational benchmark: {args.constraint}, {args.max_new_tokens} tokens, N={args.n}, "
           f"{args.runs} runs; {platform.machine()}, jax {jax.__version__}, {jax.devices()[0].platform}")
-    rows = {"baseline (locally optimal q)": dict(evaluate(program, args.n, args.runs, 100), train_s=0.0)}
+    rows = {"baseline (locally optimal q)": dict(evaluate(program, args.n, args.runs, 100, upper=args.upper),
+                                                 train_s=0.0)}
     names = ["lora", "twist"] if args.guide == "both" else [args.guide]
     for name in names:
         guide, params, seconds, history = train(name, lm, program, args, rows["baseline (locally optimal q)"]["log_z"])
         label = {"lora": f"LoRA proposal (rank {args.rank}, TB)", "twist": "twist head (CTL)"}[name]
-        rows[label] = dict(evaluate(guide.program(params, program), args.n, args.runs, 100, guide.proposal_fn),
+        rows[label] = dict(evaluate(guide.program(params, program), args.n, args.runs, 100, guide.proposal_fn,
+                                    upper=args.upper),
                            train_s=seconds,
                            first_loss=history[0]["loss"], last_loss=history[-1]["loss"])
     print("\n| guide | train steps | train time (s) | IS ESS / N | SMC mean log Z_hat | SMC Var(log Z_hat) "
@@ -149,6 +163,12 @@ def main(argv=None) -> dict:
         steps = 0 if r["train_s"] == 0 else args.steps
         print(f"| {label} | {steps} | {r['train_s']:.1f} | {r['ess']:.3f} | {r['log_z']:.3f} | "
               f"{r['log_z_var']:.4f} | {r['dead_runs']}/{args.runs} |")
+    if args.upper:
+        print("\n| guide | SMC lower E[log Z_hat] | CSMC upper E[log Z_hat] | bidirectional KL (upper - lower) |")
+        print("|---|---|---|---|")
+        for label, r in rows.items():
+            print(f"| {label} | {r['lower']:.3f} ± {r['lower_se']:.3f} | {r['upper']:.3f} ± {r['upper_se']:.3f} | "
+                  f"{r['gap']:.3f} |")
     return rows
 
 
