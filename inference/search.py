@@ -40,7 +40,6 @@ from genppl.ppl.proposals import prior
 
 from .smc.kernel import build_kernel, init, sweep
 from .smc.replay import Guided
-from .smc.resampling import log_mean_exp
 from .smc.results import SMCResult
 
 __all__ = ["SearchResult", "TargetScored", "beam_search", "best_of_n", "self_consistency"]

@@ -52,7 +52,7 @@ from genppl.models.interface import InputError
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
-from .kernel import SMCInfo, SMCState, finish_step, sweep
+from .kernel import SMCState, finish_step, sweep
 from .replay import Guided, replay
 from .resampling import log_mean_exp, multinomial
 

@@ -4,14 +4,13 @@ best-of-N's pick is its enumerated law."""
 import itertools
 import math
 
-import jax
 import numpy as np
 import pytest
 
 from genppl import ppl
 from genppl.inference import search
 from tests.helpers import assert_matches_law
-from tests.inference.smc.enumeration import TARGET, exact, log_phi, random_lm
+from tests.inference.smc.enumeration import TARGET, exact, random_lm
 
 V, CAP = 4, 3
 

@@ -1,6 +1,5 @@
 """The conditional-SMC upper bound and the SMC lower bound bracket the exact log Z."""
 
-import jax
 import numpy as np
 import pytest
 
