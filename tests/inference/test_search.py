@@ -102,3 +102,15 @@ def test_self_consistency_votes(lm):
     assert math.isclose(sum(out.votes.values()), sum(1 for t in out.texts if t[:1]) / 16)
     assert out.answer == max(out.votes, key=out.votes.get)
     assert out.selected_text[:1] == out.answer and out.tokens > 0
+
+
+def test_bad_inputs_are_refused_before_running(lm):
+    from genppl.models.interface import InputError
+
+    program = ppl.Program(lm, [1], CAP)
+    with pytest.raises(InputError, match="select must be"):
+        search.best_of_n(program, 2, select="max")
+    with pytest.raises(InputError, match="expansions=K"):
+        search.beam_search(ppl.Program(lm, [1], CAP, step_delimiter="a"), 2)
+    with pytest.raises(InputError, match="extract"):
+        search.self_consistency(program, 2, extract=None)
