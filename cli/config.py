@@ -42,6 +42,7 @@ genppl: generate with a chosen method on a task, and summarise.
     genppl --method pgas --task sentences --n 4 --iterations 8   # particle Gibbs chains (R-hat, ESS)
     genppl --method best-of-n --n 8          # best of 8 samples by the task's reward
     genppl --method beam --task sentences --n 4                  # token-level beam search, width 4
+    genppl --method power-smc-adaptive --n 16 --target-ess 0.7  # Power-SMC, exponents by conditional ESS
 
 The SMC methods target p(x)^alpha * phi(x). On the arithmetic task phi is a step verifier
 (tasks.arithmetic.equations_hold: a particle dies at the first worked equation that does not
@@ -112,6 +113,8 @@ class RunConfig:
     particles: int | None = None
     select: str | None = None
     expansions: int | None = None
+    # power-smc-adaptive
+    target_ess: float | None = None
 
     @property
     def is_power(self) -> bool:
@@ -191,6 +194,8 @@ def build_parser() -> Parser:
     power.add_argument("--mh-move", default=None, choices=list(MH_MOVES),
                        help="power-mh: regenerate from a uniform position (suffix, default), or from the prompt")
     power.add_argument("--ramp-tokens", type=int, default=None, help="power-smc: ramp alpha up over these tokens")
+    power.add_argument("--target-ess", type=float, default=None,
+                       help="power-smc-adaptive: conditional ESS each exponent step keeps, in (0, 1) (default 0.5)")
     power.add_argument("--rejuvenate", type=int, default=None, help="power-smc: MH moves after each resampling")
     power.add_argument("--rollouts", type=int, default=None, help="power-rollout: rollouts M per candidate (default 4)")
     power.add_argument("--rollout-top-k", type=int, default=None, help="power-rollout: candidate tokens K (default 4)")
@@ -239,12 +244,13 @@ DEFAULTS = {
     "beta": 1.0, "pf_target": "final", "block_size": 16, "num_mcmc": 4, "mh_move": "suffix", "ramp_tokens": 0,
     "rejuvenate": 0, "rollouts": 4, "rollout_top_k": 4, "learned_rank": 4, "hmm_states": 32,
     "hmm_samples": 2048, "hmm_epochs": 5, "iterations": 8, "particles": 8, "select": "argmax",
+    "target_ess": 0.5,
 }
 #: method-specific options (argparse dests): each must be taken by the chosen method when given
 OPTIONS = ("temperature", "top_k", "top_p", "alpha", "resampler", "ess_threshold", "proposal", "ban", "regex",
            "beta", "pf_target", "block_size", "num_mcmc", "mh_move", "ramp_tokens", "rejuvenate", "rollouts",
            "rollout_top_k", "horizon", "no_jackknife", "learned", "learned_rank", "keywords", "hmm", "hmm_states",
-           "hmm_samples", "hmm_epochs", "iterations", "particles", "select", "expansions")
+           "hmm_samples", "hmm_epochs", "iterations", "particles", "select", "expansions", "target_ess")
 #: text options, checked to be valid UTF-8
 TEXTS = ("prompt", "regex", "ban", "keywords")
 
@@ -370,6 +376,8 @@ def check(c: RunConfig, given: dict | None = None) -> None:
         value = getattr(c, name)
         if value is not None and value < low:
             raise InputError(f"{flag(name)} must be an integer >= {low}, got {value}")
+    if c.target_ess is not None and not 0.0 < c.target_ess < 1.0:
+        raise InputError(f"--target-ess must lie in (0, 1), got {c.target_ess}")
     if c.rejuvenate and c.ramp_tokens:
         raise InputError("--rejuvenate needs a constant alpha: drop --ramp-tokens or --rejuvenate")
     if any(not s for s in c.ban):

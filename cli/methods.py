@@ -24,6 +24,7 @@ mh                 ``inference.mcmc.run_chains`` with ``inference.mcmc.program_m
 best-of-n          ``inference.search.best_of_n`` (reward on arithmetic: ``tasks.arithmetic.step_reward``)
 beam               ``inference.search.beam_search``
 self-consistency   ``inference.search.self_consistency`` (arithmetic: ``tasks.arithmetic.extract_answer``)
+power-smc-adaptive ``inference.power.adaptive_power_smc``
 =================  ===========================================================================
 """
 
@@ -225,6 +226,15 @@ def run_self_consistency(session: Session, prompt_ids, key):
                                    proposal=c.proposal_fn)
 
 
+def run_power_smc_adaptive(session: Session, prompt_ids, key):
+    from genppl.inference import power
+
+    c = session.config
+    return power.adaptive_power_smc(session.lm, prompt_ids, c.n, c.max_new_tokens, key, alpha=c.alpha,
+                                    target_ess=c.target_ess, resampling_fn=c.resampling_fn,
+                                    ess_threshold=c.ess_threshold)
+
+
 _SMC = frozenset({"resampler", "ess_threshold", "proposal", "alpha", "ban", "regex"})
 _TARGET = frozenset({"alpha", "ban", "regex", "proposal"})
 
@@ -260,6 +270,9 @@ METHODS: dict[str, Method] = {
                    _TARGET | {"expansions"}),
     "self-consistency": Method(run_self_consistency, "majority vote of n samples (inference.search.self_consistency)",
                                _TARGET),
+    "power-smc-adaptive": Method(run_power_smc_adaptive, "Power-SMC with adaptive tempering "
+                                 "(inference.power.adaptive_power_smc)",
+                                 frozenset({"alpha", "resampler", "ess_threshold", "target_ess"}), power=True),
 }
 
 

@@ -29,10 +29,12 @@ def run_json(capsys, argv):
 # ---- the table, without running a model ----------------------------------------------------
 def test_table_rows():
     assert list(METHODS) == ["sample", "smc", "smc-steer", "pf", "smc-guided", "power-mh", "power-smc",
-                             "power-rollout", "pg", "pgas", "mh", "best-of-n", "beam", "self-consistency"]
+                             "power-rollout", "pg", "pgas", "mh", "best-of-n", "beam", "self-consistency",
+                             "power-smc-adaptive"]
     for name, row in METHODS.items():
         assert callable(row.run) and row.help and row.options <= set(OPTIONS), name
-    assert {n for n, row in METHODS.items() if row.power} == {"power-mh", "power-smc", "power-rollout"}
+    assert {n for n, row in METHODS.items() if row.power} == {"power-mh", "power-smc", "power-rollout",
+                                                              "power-smc-adaptive"}
     assert "learned" in METHODS["smc"].options and "alpha" not in METHODS["pf"].options
 
 
@@ -51,6 +53,7 @@ LIBRARY = {  # method -> (module path, public function it must call)
     "best-of-n": ("genppl.inference.search", "best_of_n"),
     "beam": ("genppl.inference.search", "beam_search"),
     "self-consistency": ("genppl.inference.search", "self_consistency"),
+    "power-smc-adaptive": ("genppl.inference.power", "adaptive_power_smc"),
 }
 ARGV = {"smc-guided": ["--keywords", "a"], "power-smc": ["--rejuvenate", "2"]}
 
@@ -98,6 +101,8 @@ def test_each_method_calls_the_library_function(name, monkeypatch):
         assert kernel == smc.conditional.particle_gibbs(8, ppl.proposals.locally_optimal(), name == "pgas")
     elif name == "mh":
         assert args[1] == mcmc.program_mh(mcmc.moves.suffix(), ppl.proposals.locally_optimal())
+    elif name == "power-smc-adaptive":
+        assert kwargs["alpha"] == 4.0 and kwargs["target_ess"] == 0.5 and kwargs["resampling_fn"] is smc.systematic
     elif name in ("best-of-n", "beam", "self-consistency"):
         assert isinstance(args[0], ppl.Program) and args[1] == 8
 
