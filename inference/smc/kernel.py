@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from genppl.ppl.batch import map_prompts, prompt_keys
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
@@ -71,9 +72,13 @@ class SMCInfo:
 
 
 def init(program: Program, n: int) -> SMCState:
-    """n particles at the prompt with equal weights (the prompt cache computed once)."""
+    """n particles at the prompt with equal weights (the prompt cache computed once).
+
+    For a batch of B prompts (:func:`ppl.stack`): n particles per prompt, every leaf of the
+    state leading with the prompt axis ([B, n] weights, [B] step counts)."""
     particles = program.init(n)
-    return SMCState(particles=particles, logw=jnp.zeros((n,), jnp.float32), step=jnp.zeros((), jnp.int32))
+    lead = () if program.num_prompts is None else (program.num_prompts,)
+    return SMCState(particles=particles, logw=jnp.zeros(lead + (n,), jnp.float32), step=jnp.zeros(lead, jnp.int32))
 
 
 def finish_step(state: SMCState, particles, logw, ancestors, resampled, fault=None) -> tuple[SMCState, SMCInfo]:
@@ -132,7 +137,16 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
     Pure and traceable (jit or vmap it yourself; :func:`run` jits it). Returns the final state
     and the infos stacked over ``max_new_tokens`` steps; steps after the end repeat nothing
     (``ess`` NaN, ``resampled`` False).
+
+    A batch of B prompts (:func:`ppl.stack`, with ``state = init(batch, n)``) runs as one
+    program, the single-prompt sweep mapped over the prompt axis (:func:`ppl.map_prompts`):
+    particles resample within their prompt's group, and prompt b uses the key
+    ``jax.random.split(key, B)[b]`` (:func:`ppl.prompt_keys`), so it gets exactly the sweep
+    of its one-prompt run with that key. Outputs then lead with the prompt axis.
     """
+    if program.num_prompts is not None:
+        return map_prompts(lambda one, s, k: sweep(kernel, one, s, k), program, state,
+                           prompt_keys(key, program.num_prompts))
     steps = program.max_new_tokens
     n = state.logw.shape[0]
     idle = SMCInfo(ancestors=jnp.arange(n, dtype=jnp.int32), ess=jnp.float32(jnp.nan),

@@ -1,0 +1,96 @@
+"""Many prompts in one call: telling a batch of prompts from one prompt, padding a batch, and
+the list of per-prompt results a batch call returns.
+
+A *batch of prompts* is a list or tuple whose items are themselves token-id sequences (lists,
+tuples, 1-D arrays; lengths may differ), or a 2-D array (equal lengths). One prompt is a
+flat sequence of ints. Samplers given a batch run every prompt in one compiled program and
+return a :class:`Batch`: a list with one result per prompt, in order.
+"""
+
+from __future__ import annotations
+
+import html
+import numbers
+
+import jax
+import numpy as np
+
+from .interface import InputError, LanguageModel, check_positive_int
+
+__all__ = ["Batch", "is_prompt_batch", "pad_prompts"]
+
+
+def is_prompt_batch(prompt_ids) -> bool:
+    """True for a batch of prompts (a list/tuple of sequences, or a 2-D array), False for one
+    prompt (a flat sequence of ids, text, anything else: validated later as one prompt)."""
+    if isinstance(prompt_ids, (list, tuple)):
+        return bool(prompt_ids) and all(
+            not isinstance(p, (str, bytes, numbers.Number)) and (isinstance(p, (list, tuple)) or np.ndim(p) == 1)
+            for p in prompt_ids)
+    return getattr(prompt_ids, "ndim", None) == 2
+
+
+def pad_prompts(lm: LanguageModel, prompts, max_new_tokens: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Validate each prompt (:meth:`LanguageModel.check_prompt`) and pad them all to the
+    largest prompt's bucket. Returns (tokens [B, P] int32, lengths [B] int32, P, capacity)."""
+    check_positive_int(max_new_tokens, "max_new_tokens")
+    if isinstance(prompts, np.ndarray) or isinstance(prompts, jax.Array):
+        prompts = list(np.asarray(prompts))
+    if not prompts:
+        raise InputError("the batch of prompts is empty: give at least one prompt")
+    checked = []
+    for b, p in enumerate(prompts):
+        try:
+            checked.append(np.asarray(lm.check_prompt(p, max_new_tokens)))
+        except InputError as err:
+            raise InputError(f"prompt {b} of the batch: {err}") from None
+    lengths = np.array([len(p) for p in checked], np.int32)
+    padded, capacity = lm.buffer_sizes(int(lengths.max()), max_new_tokens)
+    tokens = np.zeros((len(checked), padded), np.int32)
+    for b, p in enumerate(checked):
+        tokens[b, : len(p)] = p
+    return tokens, lengths, padded, capacity
+
+
+class Batch(list):
+    """The results of a many-prompt call: one result per prompt, in the order given.
+
+    A plain list (``batch[b]``, ``len``, iteration) whose items keep their own displays; an
+    attribute the items share is gathered over the prompts: ``batch.log_z`` is an array of
+    one log Z per prompt, ``batch.texts`` a list of per-prompt lists.
+    """
+
+    def __getattr__(self, name):
+        if name.startswith("_") or not len(self):
+            raise AttributeError(name)
+        values = [getattr(item, name) for item in self]
+        if callable(values[0]):
+            raise AttributeError(f"{name} is a method of each result: call it on batch[b]")
+        if all(isinstance(v, numbers.Number) for v in values):
+            return np.asarray(values)
+        return values
+
+    def __repr__(self) -> str:
+        kind = type(self[0]).__name__ if len(self) else "result"
+        lines = [f"Batch of {len(self)} {kind}s (one per prompt)"]
+        for b, item in enumerate(self[:8]):
+            head = repr(item).split("\n")[0]
+            lines.append(f"  [{b}] {head}")
+        if len(self) > 8:
+            lines.append(f"  ... {len(self) - 8} more")
+        return "\n".join(lines)
+
+    def summary(self, top: int = 3) -> str:
+        """Each prompt's summary (its own ``summary`` when it has one, else its display)."""
+        parts = []
+        for b, item in enumerate(self):
+            text = item.summary(top) if hasattr(item, "summary") else repr(item)
+            parts.append(f"prompt {b}: {text}")
+        return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        parts = []
+        for b, item in enumerate(self):
+            body = item._repr_html_() if hasattr(item, "_repr_html_") else f"<pre>{html.escape(repr(item))}</pre>"
+            parts.append(f"<details{' open' if b == 0 else ''}><summary>prompt {b}</summary>{body}</details>")
+        return f"<div><p>{html.escape(repr(self).splitlines()[0])}</p>{''.join(parts)}</div>"
