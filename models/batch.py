@@ -17,7 +17,7 @@ import numpy as np
 
 from .interface import InputError, LanguageModel, check_positive_int
 
-__all__ = ["Batch", "is_prompt_batch", "pad_prompts"]
+__all__ = ["Batch", "is_prompt_batch", "map_prompt_states", "pad_prompts"]
 
 
 def is_prompt_batch(prompt_ids) -> bool:
@@ -52,6 +52,18 @@ def pad_prompts(lm: LanguageModel, prompts, max_new_tokens: int) -> tuple[np.nda
     return tokens, lengths, padded, capacity
 
 
+def map_prompt_states(fn, lm: LanguageModel, tokens, lengths, n: int, capacity: int, *args):
+    """``fn(state_b, *args_b)`` for every prompt b of a padded batch (:func:`pad_prompts`),
+    ``state_b`` the state of ``n`` particles after prompt b (:meth:`LanguageModel.initial_state`),
+    as one ``jax.vmap`` over the prompt axis with the LM shared (traceable; ``n`` and
+    ``capacity`` static). Every leaf of ``args`` is mapped over its leading axis."""
+
+    def one(tokens, length, *a):
+        return fn(lm.initial_state(tokens, length, n, capacity), *a)
+
+    return jax.vmap(one)(tokens, lengths, *args)
+
+
 class Batch(list):
     """The results of a many-prompt call: one result per prompt, in the order given.
 
@@ -72,7 +84,7 @@ class Batch(list):
 
     def __repr__(self) -> str:
         kind = type(self[0]).__name__ if len(self) else "result"
-        lines = [f"Batch of {len(self)} {kind}s (one per prompt)"]
+        lines = [f"Batch of {len(self)} results ({kind}), one per prompt"]
         for b, item in enumerate(self[:8]):
             head = repr(item).split("\n")[0]
             lines.append(f"  [{b}] {head}")
