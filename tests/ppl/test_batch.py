@@ -48,37 +48,31 @@ def test_map_prompts_maps_every_leaf_but_the_lm(lm):
 
 def test_user_jitted_sweep_of_a_batch_equals_the_one_prompt_runs(lm):
     """The sweep for users who jit it themselves: init(batch, n) and sweep(kernel, batch, ...)
-    give prompt b exactly the one-prompt run with jax.random.split(key, B)[b]."""
-    programs = [ppl.Program(lm, [1], CAP, potential=ppl.BannedTokens([2])),
-                ppl.Program(lm, [3, 1, 4], CAP, potential=ppl.BannedTokens([3]))]
+    give prompt b exactly the one-prompt run with jax.random.split(key, B)[b]. Potentials are
+    data: one regex per prompt (tables of one shape), resampling within each prompt's group,
+    and another batch of the same shapes reuses the compiled sweep."""
+    regexes = [ppl.Regex("a[bc]d?", lm), ppl.Regex("b[cd]a?", lm)]
+    assert regexes[0].table.shape == regexes[1].table.shape
+    programs = [ppl.Program(lm, [1], CAP, potential=regexes[0]), ppl.Program(lm, [3, 1, 4], CAP, potential=regexes[1])]
     batch = ppl.stack(programs)
-    kernel = smc.build_kernel(ess_threshold=1.0)
+    kernel = smc.build_kernel(smc.multinomial, ess_threshold=1.0)  # a configuration no other test compiles
     state = smc.init(batch, 8)
     assert state.logw.shape == (2, 8) and state.particles.lm.tokens.shape[:2] == (2, 8)
-    final, infos = jax.jit(smc.sweep, static_argnums=0)(kernel, batch, state, jax.random.key(5))
+    sweep = jax.jit(smc.sweep, static_argnums=0)
+    with count_compiles() as compiles:
+        final, infos = sweep(kernel, batch, state, jax.random.key(5))
+        swapped = ppl.stack(programs[::-1])
+        sweep(kernel, swapped, smc.init(swapped, 8), jax.random.key(6))
+    assert compiles.count_of("sweep") == 1, compiles.names
     generated = np.asarray(jax.vmap(lambda s: s.generated_ids(CAP, -1))(final.particles.lm))
     keys = jax.random.split(jax.random.key(5), 2)
-    for b, program in enumerate(programs):
+    for b, (program, first) in enumerate(zip(programs, "ab")):
         one = smc.run(program, 8, keys[b], kernel=kernel)
         assert [[t for t in row if t >= 0] for row in generated[b].tolist()] == one.token_ids
         np.testing.assert_allclose(np.asarray(final.logw[b], np.float64), one.log_weights, rtol=1e-6)
         assert float(final.log_z[b]) == pytest.approx(one.log_z, abs=1e-6)
         assert int(infos.resampled[b].sum()) == one.num_resampling > 0  # resampling within the group
-
-
-def test_one_regex_per_prompt_in_one_compiled_call(lm):
-    """Potentials are data: prompts with different regexes whose tables have one shape run in
-    one compiled program, and each prompt's particles follow its own regex."""
-    regexes = [ppl.Regex("a[bc]d?", lm), ppl.Regex("b[cd]a?", lm)]
-    assert regexes[0].table.shape == regexes[1].table.shape
-    kernel = smc.build_kernel(smc.multinomial)  # a configuration no other test compiles
-    programs = [ppl.Program(lm, [1], CAP, potential=r) for r in regexes]
-    with count_compiles() as compiles:
-        results = smc.run(programs, 8, 0, kernel=kernel)
-        smc.run(programs[::-1], 8, 1, kernel=kernel)  # other data, same shapes: no new program
-    assert compiles.count_of("init_and_sweep") == 1, compiles.names
-    for result, first in zip(results, "ab"):
-        assert result.message is None and all(t[0] == first for t, w in zip(result.texts, result.weights) if w > 0)
+        assert one.message is None and all(t[0] == first for t, w in zip(one.texts, one.weights) if w > 0)
 
 
 @pytest.mark.parametrize("make, fix", [
