@@ -13,11 +13,49 @@ import html
 import numbers
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .interface import InputError, LanguageModel, check_positive_int
 
-__all__ = ["Batch", "is_prompt_batch", "map_prompt_states", "pad_prompts"]
+__all__ = ["PROMPT_AXIS", "Batch", "any_prompt", "in_prompt_batch", "is_prompt_batch", "where_prompt", "map_prompt_states", "pad_prompts"]
+
+#: the name of the prompt axis of a batch run (``jax.vmap(..., axis_name=PROMPT_AXIS)``)
+PROMPT_AXIS = "prompts"
+
+
+def any_prompt(flag):
+    """``flag`` (a scalar bool) or-ed over the prompts of a batch run, when traced under the
+    prompt axis (:data:`PROMPT_AXIS`); ``flag`` itself otherwise (traceable).
+
+    Kernels use it for the predicate of a ``lax.cond`` that skips costly work (resampling's
+    gather of the particles and their LM cache): under ``vmap`` a per-prompt predicate makes
+    JAX run both branches, while an unbatched one keeps the ``cond``. Inside the branch the
+    work is then selected per prompt (e.g. identity ancestors for the prompts that do not
+    resample), so each prompt's result is exactly its one-prompt result.
+    """
+    flag = jnp.asarray(flag, bool)
+    try:
+        return jax.lax.psum(flag.astype(jnp.int32), PROMPT_AXIS) > 0
+    except NameError:  # not under a batch run's prompt axis
+        return flag
+
+
+def in_prompt_batch() -> bool:
+    """Whether the code being traced runs under a batch run's prompt axis (:data:`PROMPT_AXIS`)."""
+    try:
+        jax.lax.axis_index(PROMPT_AXIS)
+    except NameError:
+        return False
+    return True
+
+
+def where_prompt(flag, new, old):
+    """Per prompt of a batch run, ``new`` where ``flag`` else ``old`` (pytrees); outside a batch
+    run simply ``new`` (the caller only gets there when ``flag`` holds: see :func:`any_prompt`)."""
+    if not in_prompt_batch():
+        return new
+    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
 
 
 def is_prompt_batch(prompt_ids) -> bool:
@@ -61,7 +99,7 @@ def map_prompt_states(fn, lm: LanguageModel, tokens, lengths, n: int, capacity: 
     def one(tokens, length, *a):
         return fn(lm.initial_state(tokens, length, n, capacity), *a)
 
-    return jax.vmap(one)(tokens, lengths, *args)
+    return jax.vmap(one, axis_name=PROMPT_AXIS)(tokens, lengths, *args)
 
 
 class Batch(list):

@@ -36,11 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genppl.models.batch import PROMPT_AXIS, any_prompt
 from genppl.models.interface import PROMPT_BUCKET, InputError, as_key
 
 from .program import Program
 
-__all__ = ["as_program", "map_prompts", "prompt_keys", "same_lm", "stack", "unstack"]
+__all__ = ["PROMPT_AXIS", "any_prompt", "as_program", "map_prompts", "prompt_keys", "same_lm", "stack", "unstack"]
 
 
 def same_lm(a, b) -> bool:
@@ -150,14 +151,14 @@ def prompt_keys(key, num_prompts: int) -> jax.Array:
 def map_prompts(fn: Callable, program: Program, *args):
     """``fn(program_b, *args_b)`` for every prompt b of a batched ``program``, as one
     ``jax.vmap`` over the prompt axis (traceable). The LM is shared (not mapped); every
-    other leaf of the program and every leaf of ``args`` is mapped over its leading axis.
-    Outputs lead with the prompt axis."""
+    other leaf of the program and every leaf of ``args`` is mapped over its leading axis,
+    named :data:`PROMPT_AXIS` (see :func:`any_prompt`). Outputs lead with the prompt axis."""
     lm = program.lm
 
     def one(rest, *a):
         return fn(rest.replace(lm=lm), *a)
 
-    return jax.vmap(one)(program.replace(lm=None), *args)
+    return jax.vmap(one, axis_name=PROMPT_AXIS)(program.replace(lm=None), *args)
 
 
 def host_slice(tree, b: int):

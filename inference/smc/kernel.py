@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from genppl.models.batch import any_prompt, where_prompt
 from genppl.ppl.batch import map_prompts, prompt_keys
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
@@ -106,13 +107,16 @@ class SMCKernel:
         key_resample, key_move, key_step = jax.random.split(key, 3)
         resampled = (ess(state.logw) < self.ess_threshold * n) & jnp.isfinite(jax.nn.logsumexp(state.logw))
         def resample(particles, logw):
-            ancestors = self.resampling_fn(key_resample, logw, n).astype(jnp.int32)
-            return jax.tree.map(lambda x: x[ancestors], particles), jnp.full_like(logw, log_mean_exp(logw)), ancestors
+            # in a batch of prompts this runs when any prompt resamples: the others keep theirs
+            ancestors = jnp.where(resampled, self.resampling_fn(key_resample, logw, n).astype(jnp.int32),
+                                  jnp.arange(n, dtype=jnp.int32))
+            logw = jnp.where(resampled, jnp.full_like(logw, log_mean_exp(logw)), logw)
+            return jax.tree.map(lambda x: x[ancestors], particles), logw, ancestors
 
         def keep(particles, logw):  # no gather: copying the LM cache costs as much as a step
             return particles, logw, jnp.arange(n, dtype=jnp.int32)
 
-        particles, logw, ancestors = jax.lax.cond(resampled, resample, keep, state.particles, state.logw)
+        particles, logw, ancestors = jax.lax.cond(any_prompt(resampled), resample, keep, state.particles, state.logw)
         if self.move is not None:  # every step: a move only when resampling would bias Z_hat
             particles = self.move(key_move, program, particles, state.step)
         particles, inc = program.step(key_step, particles, self.proposal)
@@ -159,6 +163,10 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
 
     def body(state, key):
         live = jnp.isfinite(jax.nn.logsumexp(state.logw)) & (jnp.any(~state.particles.done) | has_move)
-        return jax.lax.cond(live, lambda s: kernel(key, s, program), lambda s: (s, idle), state)
+
+        def step(s):  # in a batch of prompts: runs while any prompt is live; the others stay idle
+            return where_prompt(live, kernel(key, s, program), (s, idle))
+
+        return jax.lax.cond(any_prompt(live), step, lambda s: (s, idle), state)
 
     return jax.lax.scan(body, state, jax.random.split(key, steps))
