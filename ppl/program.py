@@ -71,7 +71,8 @@ class Program(Fields):
     the LM's weights, the potential's tables, the prompt (padded to its bucket, with its
     length), alpha, the stop-string tables — so programs that differ only in those share one
     compiled sweep. Only ``max_new_tokens``, the kinds of the parts and the table shapes are
-    static.
+    static. Many prompts: :func:`ppl.stack` makes one program of several (its data leaves
+    lead with a prompt axis, :attr:`num_prompts`), which kernels run in one compiled call.
 
     step_delimiter: a string; a step ends after a token whose bytes contain it (or at EOS or
     the cap). None: every token is a step.
