@@ -39,6 +39,9 @@ def test_batch_gathers_attributes_and_displays():
         out.sequences
 
 
+# slow (about 12 s: three compiled decode loops on the Llama): the default suite checks a batch's exactness
+# through SMC on the transformer (tests/inference/smc/test_transformer.py), which runs the same engine path
+@pytest.mark.slow
 def test_many_prompts_one_compiled_call_equal_one_prompt_calls(llama_lm):
     """Prompts of three lengths (two buckets) in one call: prompt b gets exactly the tokens of
     models.sample(prompt b, key=split(key, B)[b]), and log p to float rounding."""

@@ -46,6 +46,9 @@ def test_map_prompts_maps_every_leaf_but_the_lm(lm):
     assert (jax.random.key_data(keys) == jax.random.key_data(jax.random.split(jax.random.key(7), 3))).all()
 
 
+# slow (about 10 s: three compiled sweeps): the default suite checks a batch's exactness on the
+# transformer (tests/inference/smc/test_transformer.py); this adds the user-jitted sweep and one regex per prompt
+@pytest.mark.slow
 def test_user_jitted_sweep_of_a_batch_equals_the_one_prompt_runs(lm):
     """The sweep for users who jit it themselves: init(batch, n) and sweep(kernel, batch, ...)
     give prompt b exactly the one-prompt run with jax.random.split(key, B)[b]. Potentials are
