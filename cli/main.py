@@ -3,7 +3,8 @@
 One job per module: :mod:`.config` parses the arguments into a frozen :class:`RunConfig`
 (defaults resolved, every value checked), :mod:`.methods` holds the method table (name ->
 a function calling the library's public function), and this module runs the method over
-the task's prompts, scores them with ``tasks.<task>.score``, and prints the summary (text or
+the task's prompts (many prompts per call: each method takes a batch of prompts and runs
+them in one compiled program), scores them with ``tasks.<task>.score``, and prints the summary (text or
 ``--json``). Every :class:`~genppl.models.interface.InputError` (a bad checkpoint, non-finite
 logits, ...) is printed as one line ``genppl: error: ...`` with exit code 2.
 """
@@ -22,7 +23,10 @@ from genppl.models.interface import InputError
 from .config import RunConfig, parse_args
 from .methods import METHODS, encode_prompt, prepare
 
-__all__ = ["jobs", "main", "power_cost", "run"]
+__all__ = ["PROMPTS_PER_CALL", "jobs", "main", "power_cost", "run"]
+
+#: the task's prompts run in calls of at most this many prompts (each call one compiled program)
+PROMPTS_PER_CALL = 64
 
 
 def jobs(config: RunConfig):
@@ -84,11 +88,21 @@ def run(config: RunConfig) -> dict:
     chain_stats = collections.defaultdict(list)
     shown = []
     progress = _progress(work, config)
-    for text, score in progress:
+    results = []
+    for start in range(0, len(work), PROMPTS_PER_CALL):
+        # many prompts, one compiled call: prompt b of the chunk uses jax.random.split(sub, B)[b]
+        chunk = work[start:start + PROMPTS_PER_CALL]
         key, sub = jax.random.split(key)
+        prompts = [encode_prompt(lm, text) for text, _ in chunk]
         started = time.perf_counter()
-        out = method.run(session, encode_prompt(lm, text), sub)
+        outs = method.run(session, prompts, sub) if len(chunk) > 1 else [method.run(session, prompts[0], sub)]
         elapsed += time.perf_counter() - started
+        results += zip(chunk, outs)
+        if progress is not None:
+            progress.update(len(chunk))
+    if progress is not None:
+        progress.close()
+    for (text, score), out in results:
         tokens += num_tokens(out)
         if method.power:
             for name, value in power_cost(out).items():
@@ -150,10 +164,10 @@ def run(config: RunConfig) -> dict:
 
 def _progress(work, config: RunConfig):
     if len(work) == 1:
-        return work
+        return None
     from tqdm.auto import tqdm
 
-    return tqdm(work, desc=config.method, unit="prompt")
+    return tqdm(total=len(work), desc=config.method, unit="prompt")
 
 
 def error_line(err: BaseException) -> str:

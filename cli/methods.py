@@ -3,7 +3,9 @@ calls the library's public function for it.
 
 A method function is ``run(session, prompt_ids, key) -> output``: ``models.Samples`` (plain
 sampling, MH and rollout power sampling) or an ``inference.smc.SMCResult`` (weighted
-particles). A :class:`Session` holds what a run shares across its prompts: the LM, the
+particles). Given a batch of prompts (a list of id lists) it returns a ``models.batch.Batch``
+of one output per prompt, all prompts run in one compiled call (prompt b with the key
+``jax.random.split(key, B)[b]``). A :class:`Session` holds what a run shares across its prompts: the LM, the
 :class:`~genppl.cli.config.RunConfig`, the potential of the SMC methods (built once), the
 learned guide of ``--learned``, and an explicit cache of HMM guides (one per prompt).
 
@@ -78,7 +80,11 @@ def run_sample(session: Session, prompt_ids, key):
 
 def _program(session: Session, prompt_ids, potential, delimiter):
     from genppl import ppl
+    from genppl.models.batch import is_prompt_batch
 
+    if is_prompt_batch(prompt_ids):  # potential: one for all, or a function of the prompt
+        return ppl.stack([_program(session, p, potential(p) if callable(potential) and not isinstance(
+            potential, ppl.Potential) else potential, delimiter) for p in prompt_ids])
     c = session.config
     return ppl.Program(session.lm, prompt_ids, c.max_new_tokens, potential=potential, alpha=c.alpha,
                        step_delimiter=delimiter)
@@ -121,10 +127,15 @@ def run_smc_guided(session: Session, prompt_ids, key):
     from genppl.inference import smc
 
     c = session.config
-    program = _program(session, prompt_ids, guided_potential(session, prompt_ids), None)
+    from genppl.models.batch import is_prompt_batch
+
+    batch = is_prompt_batch(prompt_ids)
+    potential = (lambda p: guided_potential(session, p)) if batch else guided_potential(session, prompt_ids)
+    program = _program(session, prompt_ids, potential, None)
     result = smc.run(program, c.n, key, resampling_fn=c.resampling_fn, proposal=c.proposal_fn,
                      ess_threshold=c.ess_threshold)
-    result.method = f"SMC with the HMM x DFA guide ({result.method})"
+    for one in (result if batch else [result]):
+        one.method = f"SMC with the HMM x DFA guide ({one.method})"
     return result
 
 

@@ -41,3 +41,9 @@ __all__ = [
     "CharTokenizer", "as_key", "bundled_path", "load", "nonfinite_rows", "process_logits", "sample",
 ]
 __all__ += ["GuidedLM", "LoRA", "TabularAdapter", "TabularTwist", "TwistHead"]
+
+# many prompts per call: a batch of prompts in, one result per prompt out
+from . import batch
+from .batch import Batch
+
+__all__ += ["Batch", "batch"]

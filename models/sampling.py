@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from .interface import InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int, nonfinite_rows
 
 
@@ -140,6 +141,12 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     raises :class:`~models.interface.NonFiniteLogitsError` naming the first step and the
     particles, otherwise it returns them flagged in ``Samples.nonfinite``.
 
+    Many prompts: ``prompt_ids`` may be a batch of prompts (a list of id lists of any
+    lengths, or a 2-D array; see :mod:`models.batch`). They run in ONE compiled program,
+    ``n`` samples per prompt, and the result is a :class:`models.batch.Batch` of one
+    :class:`Samples` per prompt; prompt b uses the key ``jax.random.split(key, B)[b]``, so
+    ``out[b]`` equals ``sample(lm, prompts[b], n, ..., key=jax.random.split(key, B)[b])``.
+
     >>> from genppl import models
     >>> lm = models.load()                                    # the bundled model
     >>> ids = lm.tokenizer.encode("S:")
@@ -151,6 +158,8 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     if isinstance(min_new_tokens, bool) or not isinstance(min_new_tokens, numbers.Integral) or min_new_tokens < 0:
         raise InputError(f"min_new_tokens must be a non-negative integer, got {min_new_tokens!r}")
     key = as_key(key)
+    if is_prompt_batch(prompt_ids):
+        return sample_prompts(lm, prompt_ids, n, max_new_tokens, key, processing, int(min_new_tokens), check_finite)
     state = lm.prefill(prompt_ids, n, max_new_tokens)
     prompt_length = int(jax.device_get(state.prompt_length)[0])  # no eager device op (nothing to compile)
     out = generate(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))
@@ -203,4 +212,44 @@ def generate(lm: LanguageModel, state, key, max_new_tokens: int, processing: Pro
     return generated, state.length - start, eos, logp, bad_step
 
 
-__all__ = ["Processing", "Samples", "generate", "process_logits", "sample"]
+def generate_prompts(lm: LanguageModel, tokens, lengths, keys, n: int, capacity: int, max_new_tokens: int,
+                     processing: Processing, min_new_tokens: int = 0):
+    """:func:`generate` for B prompts in one program: tokens [B, P] (padded), lengths [B],
+    keys [B]; ``n`` samples per prompt. The prompt pass and the decode loop of every prompt are
+    mapped over the prompt axis (``jax.vmap``, the LM shared). Outputs lead with B."""
+
+    def one(state, key):
+        bad_prompt = nonfinite_rows(state.logits[:1])[0]
+        return generate(lm, state, key, max_new_tokens, processing, min_new_tokens) + (bad_prompt,)
+
+    return map_prompt_states(one, lm, tokens, lengths, n, capacity, keys)
+
+
+# static: the particle count, the buffer size, max_new_tokens, the processing, min_new_tokens
+generate_prompts_jit = jax.jit(generate_prompts, static_argnums=(4, 5, 6, 7, 8))
+
+
+def sample_prompts(lm: LanguageModel, prompts, n: int, max_new_tokens: int, key, processing: Processing,
+                   min_new_tokens: int, check_finite: bool) -> Batch:
+    """The many-prompt branch of :func:`sample` (one compiled program for the batch)."""
+    n = check_positive_int(n, "n (the number of samples per prompt)")
+    tokens, lengths, padded, capacity = pad_prompts(lm, prompts, max_new_tokens)
+    lm.check_memory(len(lengths) * n, capacity, padded)
+    keys = jax.random.split(key, len(lengths))
+    out = generate_prompts_jit(lm, tokens, lengths, keys, n, capacity, int(max_new_tokens), processing,
+                               min_new_tokens)
+    generated, count, finished, logp, bad_step, bad_prompt = (np.asarray(a) for a in jax.device_get(out))
+    decode = lm.tokenizer.decode if lm.tokenizer is not None else lambda ids: " ".join(map(str, ids))
+    results = Batch()
+    for b, length in enumerate(lengths):
+        if bad_prompt[b]:
+            raise NonFiniteLogitsError.at(f"prefill (prompt {b} of the batch)", None, range(n), n)
+        if check_finite:
+            NonFiniteLogitsError.check(f"models.sample (prompt {b} of the batch)", bad_step[b])
+        texts = [decode(t[:k]) for t, k in zip(generated[b], count[b])]
+        results.append(Samples(generated[b], count[b], finished[b], logp[b], texts,
+                               decode(tokens[b, :length].tolist()), bad_step[b] >= 0))
+    return results
+
+
+__all__ = ["Processing", "Samples", "generate", "generate_prompts", "process_logits", "sample"]

@@ -29,3 +29,8 @@ from . import automata
 from .constraints import BannedStrings, DFAPotential, Regex, StopStrings, TruncatedLM
 
 __all__ += ["BannedStrings", "DFAPotential", "Regex", "StopStrings", "TruncatedLM", "automata"]
+
+# many prompts in one compiled call: programs stacked on a leading prompt axis
+from .batch import map_prompts, prompt_keys, stack, unstack
+
+__all__ += ["map_prompts", "prompt_keys", "stack", "unstack"]

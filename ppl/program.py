@@ -71,7 +71,8 @@ class Program(Fields):
     the LM's weights, the potential's tables, the prompt (padded to its bucket, with its
     length), alpha, the stop-string tables — so programs that differ only in those share one
     compiled sweep. Only ``max_new_tokens``, the kinds of the parts and the table shapes are
-    static.
+    static. Many prompts: :func:`ppl.stack` makes one program of several (its data leaves
+    lead with a prompt axis, :attr:`num_prompts`), which kernels run in one compiled call.
 
     step_delimiter: a string; a step ends after a token whose bytes contain it (or at EOS or
     the cap). None: every token is a step.
@@ -125,6 +126,12 @@ class Program(Fields):
                              f"has {lm.vocab_size}: build them from the LM, StopStrings(strings, lm)")
 
     @property
+    def num_prompts(self) -> int | None:
+        """None for one prompt; B for a batch of B prompts (:func:`ppl.stack`), whose data
+        leaves lead with the prompt axis (the LM's do not)."""
+        return None if self.prompt.ndim == 1 else self.prompt.shape[0]
+
+    @property
     def prompt_ids(self) -> tuple[int, ...]:
         """The prompt's token ids (host-side; not available under ``jit``)."""
         return tuple(int(t) for t in np.asarray(self.prompt)[:int(self.prompt_length)])
@@ -141,13 +148,21 @@ class Program(Fields):
 
     # ---- transitions --------------------------------------------------------------------
     def init(self, n: int) -> ProgramState:
-        """n particles at the prompt (its cache computed once and shared).
+        """n particles at the prompt (its cache computed once and shared). For a batch of B
+        prompts (:func:`ppl.stack`): n particles per prompt, every leaf leading with [B, n].
 
         Eagerly through ``lm.prefill`` and its checks; traceable too (``n`` static): when the
         prompt or the LM's leaves are traced (a jitted loss whose parameters change the prompt
         cache, as in :mod:`inference.variational`), the cache is computed inside the trace
         from the padded prompt and its traced length.
         """
+        if self.num_prompts is not None:  # a batch: [B, n] particles, one group per prompt
+            from .batch import map_prompts
+
+            if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(self.lm)):
+                padded, capacity = self.lm.buffer_sizes(self.prompt.shape[1], self.max_new_tokens)
+                self.lm.check_memory(self.num_prompts * n, capacity, padded)
+            return map_prompts(lambda one: one.init(n), self)
         if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((self.lm, self.prompt, self.prompt_length))):
             _, capacity = self.lm.buffer_sizes(self.prompt.shape[0], self.max_new_tokens)
             lm_state = self.lm.initial_state(self.prompt, self.prompt_length, n, capacity)
@@ -274,6 +289,9 @@ class Program(Fields):
         return texts if self.stop is None else [self.stop.cut(t) for t in texts]
 
     def __repr__(self) -> str:
+        if self.num_prompts is not None:
+            return (f"{type(self).__name__}(lm={self.lm!r}, {self.num_prompts} prompts, "
+                    f"max_new_tokens={self.max_new_tokens}, potential={self.potential!r})")
         try:
             prompt, alpha = f"{int(self.prompt_length)} tokens", f"{float(self.alpha):g}"
         except Exception:  # traced

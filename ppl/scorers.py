@@ -197,11 +197,15 @@ class HostScorer(_BoundaryScorer):
         return f"{type(self).__name__}'s function {_name(self.fn)}"
 
     def _host(self, tokens, length, prompt_length, rows):
+        # leading batch axes (many prompts mapped with vmap) are flattened: one call of fn
         rows = np.asarray(rows, bool)
-        out = np.zeros(rows.shape, np.float32)
-        if rows.any():
-            out[rows] = self.score_texts(self.texts(tokens, length, prompt_length, rows))
-        return out
+        flat = rows.reshape(-1)
+        out = np.zeros(flat.shape, np.float32)
+        if flat.any():
+            tokens = np.asarray(tokens).reshape(-1, np.shape(tokens)[-1])
+            out[flat] = self.score_texts(self.texts(tokens, np.reshape(length, -1), np.reshape(prompt_length, -1),
+                                                    flat))
+        return out.reshape(rows.shape)
 
     # ---- device side --------------------------------------------------------------------
     def _evaluate(self, lm_state, rows):
@@ -209,7 +213,7 @@ class HostScorer(_BoundaryScorer):
         if not any(isinstance(a, jax.core.Tracer) for a in args):
             return jnp.asarray(self._host(*args))  # eager: plain Python errors
         shape = jax.ShapeDtypeStruct(lm_state.length.shape, jnp.float32)
-        return jax.pure_callback(self._host, shape, *args, vmap_method="sequential")
+        return jax.pure_callback(self._host, shape, *args, vmap_method="broadcast_all")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({_name(self.fn)}{', every_step' if self.every_step else ''})"

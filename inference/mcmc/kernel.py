@@ -46,8 +46,8 @@ from genppl.ppl.program import where_rows
 
 from . import moves as moves_lib
 
-__all__ = ["MAX_ALPHA", "Extension", "MHInfo", "MHKernel", "MHState", "Tempered", "build_kernel", "check_alpha", "empty",
-           "extend", "log_acceptance", "masked_sum", "tempered"]
+__all__ = ["MAX_ALPHA", "Extension", "MHInfo", "MHKernel", "MHState", "Tempered", "build_kernel", "chains_at", "check_alpha",
+           "empty", "extend", "log_acceptance", "masked_sum", "tempered"]
 
 
 # ---- the acceptance ratio: one pure formula for the sampler and the exact tests ----------
@@ -244,7 +244,12 @@ def extend(key, lm: LanguageModel, lm_state: LMState, logp, logq, eos, active, s
 
 def empty(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int) -> MHState:
     """n chains at the prompt, with no generated token yet (the prompt cache shared). Eager."""
-    lm_state = lm.prefill(prompt_ids, n, max_new_tokens)
+    return chains_at(lm.prefill(prompt_ids, n, max_new_tokens), max_new_tokens)
+
+
+def chains_at(lm_state: LMState, max_new_tokens: int) -> MHState:
+    """Chains at the prompt of ``lm_state`` (traceable), with no generated token yet."""
+    n = lm_state.num_particles
     zeros = jnp.zeros((n, max_new_tokens), jnp.float32)
     return MHState(lm=lm_state, logp=zeros, logq=zeros, eos=jnp.zeros((n,), bool),
                    log_phi=jnp.zeros((n,), jnp.float32), generated=jnp.zeros((n,), jnp.int32),

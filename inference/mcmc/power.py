@@ -27,14 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genppl.models.batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from genppl.models.interface import InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int
 from genppl.models.sampling import Samples
 
 from . import diagnostics
 from . import moves as moves_lib
-from .kernel import MHKernel, MHState, build_kernel, check_alpha, empty, masked_sum, tempered
+from .kernel import MHKernel, MHState, build_kernel, chains_at, check_alpha, empty, masked_sum, tempered
 
-__all__ = ["PowerSamples", "RewardTilt", "blockwise", "power_mcmc", "to_samples"]
+__all__ = ["PowerSamples", "RewardTilt", "blockwise", "blockwise_prompts", "power_mcmc", "to_samples"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +139,11 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     alpha=4, B=192, N_MCMC=10. Non-finite logits raise
     :class:`~models.interface.NonFiniteLogitsError` naming the step and the chains.
 
+    ``prompt_ids`` may be a batch of prompts (a list of id lists of any lengths): ``n`` chains
+    per prompt in one compiled program, a :class:`models.batch.Batch` of one
+    :class:`PowerSamples` per prompt; prompt b uses the key ``jax.random.split(key, B)[b]``
+    and gets exactly its one-prompt result with that key.
+
     >>> import jax
     >>> from genppl import models
     >>> from genppl.inference import mcmc
@@ -161,12 +167,42 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     elif move is not None or proposal_temperature is not None or log_potential is not None:
         raise InputError("give either kernel= or move / proposal_temperature / log_potential, not both")
     key = as_key(key)
+    what = "independent MH" if isinstance(kernel.move, moves_lib.Independent) else "MH"
+    method = f"blockwise {what} power sampling (alpha={alpha:g}, B={block_size}, N_MCMC={num_mcmc})"
+    if is_prompt_batch(prompt_ids):
+        tokens, lengths, padded, capacity = pad_prompts(lm, prompt_ids, max_new_tokens)
+        lm.check_memory(len(lengths) * n, capacity, padded)
+        out = _blockwise_prompts(kernel, lm, tokens, lengths, jax.random.split(key, len(lengths)), jnp.float32(alpha),
+                                 n, capacity, int(max_new_tokens), block_size, int(num_mcmc))
+        state, (accepted, log_target) = jax.device_get(_without_cache(out[0])), jax.device_get(out[1])
+        results = Batch()
+        for b in range(len(lengths)):
+            state_b = jax.tree.map(lambda x: np.asarray(x)[b], state)
+            NonFiniteLogitsError.check(f"power_mcmc (prompt {b} of the batch)", state_b.nonfinite)
+            results.append(to_samples(lm, state_b, alpha, accepted[b], log_target[b], method))
+        return results
     state = empty(lm, prompt_ids, n, max_new_tokens)
     state, (accepted, log_target) = _blockwise(kernel, lm, state, key, jnp.float32(alpha), block_size, int(num_mcmc))
     NonFiniteLogitsError.check("power_mcmc", jax.device_get(state.nonfinite))
-    what = "independent MH" if isinstance(kernel.move, moves_lib.Independent) else "MH"
-    return to_samples(lm, state, alpha, accepted, log_target,
-                      f"blockwise {what} power sampling (alpha={alpha:g}, B={block_size}, N_MCMC={num_mcmc})")
+    return to_samples(lm, state, alpha, accepted, log_target, method)
+
+
+def blockwise_prompts(kernel: MHKernel, lm: LanguageModel, tokens, lengths, keys, alpha, n: int, capacity: int,
+                      max_new_tokens: int, block_size: int, num_mcmc: int):
+    """:func:`blockwise` for B prompts in one program (traceable): tokens [B, P] padded,
+    lengths [B], keys [B]; ``n`` chains per prompt. Outputs lead with B."""
+    def one(lm_state, key):
+        return blockwise(kernel, lm, chains_at(lm_state, max_new_tokens), key, alpha, block_size, num_mcmc)
+
+    return map_prompt_states(one, lm, tokens, lengths, n, capacity, keys)
+
+
+# static: the kernel, n, the buffer size, max_new_tokens, the block size and N_MCMC
+_blockwise_prompts = jax.jit(blockwise_prompts, static_argnums=(0, 6, 7, 8, 9, 10))
+
+
+def _without_cache(state: MHState) -> MHState:
+    return state.replace(lm=state.lm.replace(cache=None))
 
 
 def to_samples(lm: LanguageModel, state: MHState, alpha: float, accepted, log_target, method: str) -> PowerSamples:

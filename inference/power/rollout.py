@@ -26,13 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genppl.models.batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from genppl.models.interface import (InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int,
                                      nonfinite_rows)
 
 from ..mcmc.kernel import Tempered, check_alpha, extend, masked_sum, tempered
 from ..mcmc.power import PowerSamples
 
-__all__ = ["TokenLaw", "next_token_law", "power_rollout", "sample_tokens"]
+__all__ = ["TokenLaw", "next_token_law", "power_rollout", "sample_tokens", "sample_tokens_prompts"]
 
 
 class TokenLaw(NamedTuple):
@@ -141,6 +142,10 @@ def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, ke
     Cost: about top_k * rollouts * horizon tokens per generated token. Non-finite logits raise
     :class:`~models.interface.NonFiniteLogitsError` naming the step and the particles.
 
+    ``prompt_ids`` may be a batch of prompts (a list of id lists of any lengths): ``n``
+    particles per prompt in one compiled program, a :class:`models.batch.Batch` of one
+    :class:`PowerSamples` per prompt; prompt b uses the key ``jax.random.split(key, B)[b]``.
+
     >>> import jax
     >>> from genppl import models
     >>> from genppl.inference import power
@@ -163,17 +168,49 @@ def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, ke
     alpha = check_alpha(alpha)
     proposal = tempered(proposal_temperature)
     key = as_key(key)
+    what = "jackknife" if jackknife else "plain"
+    method = (f"rollout power sampling (alpha={alpha:g}, top-{top_k}, {rollouts} rollouts of <= {horizon} "
+              f"tokens, {what} estimate)")
+    static = (int(top_k), int(rollouts), int(horizon), bool(jackknife), proposal, int(max_new_tokens))
+    if is_prompt_batch(prompt_ids):
+        tokens, lengths, padded, capacity = pad_prompts(lm, prompt_ids, max_new_tokens)
+        lm.check_memory(len(lengths) * n, capacity, padded)
+        out = sample_tokens_prompts(lm, tokens, lengths, jax.random.split(key, len(lengths)), jnp.float32(alpha),
+                                    n, capacity, *static)
+        results = Batch()
+        for b, parts in enumerate(zip(*_host_parts(*out, max_new_tokens))):
+            results.append(_samples(lm, *parts, method, f"power_rollout (prompt {b} of the batch)"))
+        return results
     state = lm.prefill(prompt_ids, n, max_new_tokens)
-    lm_state, eos, logp, cost, bad_at = sample_tokens(lm, state, key, jnp.float32(alpha), int(top_k), int(rollouts),
-                                                      int(horizon), bool(jackknife), proposal, int(max_new_tokens))
-    NonFiniteLogitsError.check("power_rollout", jax.device_get(bad_at))
-    tokens = lm_state.generated_ids(max_new_tokens)
-    tokens, count, eos, logp, cost, start, prompt = (np.asarray(a) for a in jax.device_get(
-        (tokens, lm_state.num_generated, eos, logp, cost, lm_state.prompt_length[0], lm_state.tokens[0])))
+    out = sample_tokens(lm, state, key, jnp.float32(alpha), *static)
+    return _samples(lm, *_host_parts(*out, max_new_tokens, batched=False), method, "power_rollout")
+
+
+def _host_parts(lm_state, eos, logp, cost, bad_at, max_new_tokens: int, batched: bool = True):
+    """The host arrays a :class:`PowerSamples` needs (per prompt along a leading axis when
+    ``batched``): generated ids, counts, eos, log p, cost, first non-finite step, prompt ids."""
+    generated = jax.vmap(lambda s: s.generated_ids(max_new_tokens))(lm_state) if batched else \
+        lm_state.generated_ids(max_new_tokens)
+    lead = (slice(None), 0) if batched else 0
+    return tuple(np.asarray(a) for a in jax.device_get(
+        (generated, lm_state.num_generated, eos, logp, cost, bad_at, lm_state.prompt_length[lead],
+         lm_state.tokens[lead])))
+
+
+def _samples(lm, tokens, count, eos, logp, cost, bad_at, start, prompt, method: str, who: str) -> PowerSamples:
+    NonFiniteLogitsError.check(who, bad_at)
     decode = lm.tokenizer.decode if lm.tokenizer is not None else (lambda ids: " ".join(map(str, ids)))
     texts = [decode(list(t[:k])) for t, k in zip(tokens, count)]
-    what = "jackknife" if jackknife else "plain"
     return PowerSamples(tokens, count, eos, logp.astype(np.float64), texts, decode(list(prompt[: int(start)])),
-                        method=f"rollout power sampling (alpha={alpha:g}, top-{top_k}, {rollouts} "
-                               f"rollouts of <= {horizon} tokens, {what} estimate)",
-                        acceptance=np.zeros((0,)), tokens_generated=cost)
+                        method=method, acceptance=np.zeros((0,)), tokens_generated=cost)
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10, 11, 12))
+def sample_tokens_prompts(lm: LanguageModel, tokens, lengths, keys, alpha, n: int, capacity: int, top_k: int,
+                          rollouts: int, horizon: int, jackknife: bool, proposal: Tempered, max_new_tokens: int):
+    """:func:`sample_tokens` for B prompts in one program: tokens [B, P] padded, lengths [B],
+    keys [B]; ``n`` particles per prompt. Outputs lead with B."""
+    def one(lm_state, key):
+        return sample_tokens(lm, lm_state, key, alpha, top_k, rollouts, horizon, jackknife, proposal, max_new_tokens)
+
+    return map_prompt_states(one, lm, tokens, lengths, n, capacity, keys)

@@ -25,6 +25,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
+from genppl.models.batch import is_prompt_batch
 from genppl.models.interface import InputError, LanguageModel
 from genppl.ppl.potential import scale
 from genppl.ppl.program import Program, ProgramState
@@ -105,6 +106,9 @@ def power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     resampling_fn: ``(key, logw, n) -> ancestors`` (default ``smc.systematic``);
     ess_threshold: resample when ESS < ess_threshold * n; move: an optional rejuvenation move
     applied after each resampling, e.g. ``inference.mcmc.rejuvenation()`` (no ramp then).
+    ``prompt_ids`` may be a batch of prompts (a list of id lists): one compiled run, a
+    :class:`models.batch.Batch` of results, prompt b with key ``jax.random.split(key, B)[b]``
+    (see :func:`inference.smc.run`).
 
     >>> import jax
     >>> from genppl import models
@@ -114,10 +118,14 @@ def power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     >>> bool(result.log_z <= 0.0)
     True
     """
-    program = PowerProgram(lm, prompt_ids, max_new_tokens, alpha=alpha, ramp_tokens=ramp_tokens,
-                           alpha_start=alpha_start)
+    def program(prompt):
+        return PowerProgram(lm, prompt, max_new_tokens, alpha=alpha, ramp_tokens=ramp_tokens, alpha_start=alpha_start)
+
+    batch = is_prompt_batch(prompt_ids)
+    program = [program(p) for p in prompt_ids] if batch else program(prompt_ids)
     result = smc.run(program, n, key, resampling_fn=resampling_fn, proposal=locally_optimal(),
-                 ess_threshold=ess_threshold, move=move)
+                     ess_threshold=ess_threshold, move=move)
     ramp = f", alpha ramped from {alpha_start:g} over {ramp_tokens} tokens" if ramp_tokens else ""
-    result.method = f"Power-SMC (alpha={alpha:g}{ramp}; {result.method})"
+    for one in (result if batch else [result]):
+        one.method = f"Power-SMC (alpha={alpha:g}{ramp}; {one.method})"
     return result

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from genppl.models.batch import any_prompt, where_prompt
+from genppl.ppl.batch import map_prompts, prompt_keys
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
@@ -71,9 +73,13 @@ class SMCInfo:
 
 
 def init(program: Program, n: int) -> SMCState:
-    """n particles at the prompt with equal weights (the prompt cache computed once)."""
+    """n particles at the prompt with equal weights (the prompt cache computed once).
+
+    For a batch of B prompts (:func:`ppl.stack`): n particles per prompt, every leaf of the
+    state leading with the prompt axis ([B, n] weights, [B] step counts)."""
     particles = program.init(n)
-    return SMCState(particles=particles, logw=jnp.zeros((n,), jnp.float32), step=jnp.zeros((), jnp.int32))
+    lead = () if program.num_prompts is None else (program.num_prompts,)
+    return SMCState(particles=particles, logw=jnp.zeros(lead + (n,), jnp.float32), step=jnp.zeros(lead, jnp.int32))
 
 
 def finish_step(state: SMCState, particles, logw, ancestors, resampled, fault=None) -> tuple[SMCState, SMCInfo]:
@@ -101,13 +107,16 @@ class SMCKernel:
         key_resample, key_move, key_step = jax.random.split(key, 3)
         resampled = (ess(state.logw) < self.ess_threshold * n) & jnp.isfinite(jax.nn.logsumexp(state.logw))
         def resample(particles, logw):
-            ancestors = self.resampling_fn(key_resample, logw, n).astype(jnp.int32)
-            return jax.tree.map(lambda x: x[ancestors], particles), jnp.full_like(logw, log_mean_exp(logw)), ancestors
+            # in a batch of prompts this runs when any prompt resamples: the others keep theirs
+            ancestors = jnp.where(resampled, self.resampling_fn(key_resample, logw, n).astype(jnp.int32),
+                                  jnp.arange(n, dtype=jnp.int32))
+            logw = jnp.where(resampled, jnp.full_like(logw, log_mean_exp(logw)), logw)
+            return jax.tree.map(lambda x: x[ancestors], particles), logw, ancestors
 
         def keep(particles, logw):  # no gather: copying the LM cache costs as much as a step
             return particles, logw, jnp.arange(n, dtype=jnp.int32)
 
-        particles, logw, ancestors = jax.lax.cond(resampled, resample, keep, state.particles, state.logw)
+        particles, logw, ancestors = jax.lax.cond(any_prompt(resampled), resample, keep, state.particles, state.logw)
         if self.move is not None:  # every step: a move only when resampling would bias Z_hat
             particles = self.move(key_move, program, particles, state.step)
         particles, inc = program.step(key_step, particles, self.proposal)
@@ -132,7 +141,16 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
     Pure and traceable (jit or vmap it yourself; :func:`run` jits it). Returns the final state
     and the infos stacked over ``max_new_tokens`` steps; steps after the end repeat nothing
     (``ess`` NaN, ``resampled`` False).
+
+    A batch of B prompts (:func:`ppl.stack`, with ``state = init(batch, n)``) runs as one
+    program, the single-prompt sweep mapped over the prompt axis (:func:`ppl.map_prompts`):
+    particles resample within their prompt's group, and prompt b uses the key
+    ``jax.random.split(key, B)[b]`` (:func:`ppl.prompt_keys`), so it gets exactly the sweep
+    of its one-prompt run with that key. Outputs then lead with the prompt axis.
     """
+    if program.num_prompts is not None:
+        return map_prompts(lambda one, s, k: sweep(kernel, one, s, k), program, state,
+                           prompt_keys(key, program.num_prompts))
     steps = program.max_new_tokens
     n = state.logw.shape[0]
     idle = SMCInfo(ancestors=jnp.arange(n, dtype=jnp.int32), ess=jnp.float32(jnp.nan),
@@ -145,6 +163,10 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
 
     def body(state, key):
         live = jnp.isfinite(jax.nn.logsumexp(state.logw)) & (jnp.any(~state.particles.done) | has_move)
-        return jax.lax.cond(live, lambda s: kernel(key, s, program), lambda s: (s, idle), state)
+
+        def step(s):  # in a batch of prompts: runs while any prompt is live; the others stay idle
+            return where_prompt(live, kernel(key, s, program), (s, idle))
+
+        return jax.lax.cond(any_prompt(live), step, lambda s: (s, idle), state)
 
     return jax.lax.scan(body, state, jax.random.split(key, steps))

@@ -20,6 +20,7 @@ function may be given); resampling happens at every step by default (``ess_thres
 
 from __future__ import annotations
 
+from genppl.models.batch import is_prompt_batch
 from genppl.models.interface import InputError
 from genppl.ppl.potential import Potential
 from genppl.ppl.program import Program
@@ -40,7 +41,10 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
 
     Targets (see the module docstring): p(x) prod_k r(x_<=k)^beta, or with ``final=True``
     p(x) r(x)^beta. ``potential`` multiplies in further factors (constraints, verifiers).
-    proposal: default the LM itself (:func:`ppl.proposals.prior`).
+    proposal: default the LM itself (:func:`ppl.proposals.prior`). ``prompt_ids`` may be a
+    batch of prompts (a list of id lists): one compiled run, a :class:`models.batch.Batch` of
+    results, prompt b with key ``jax.random.split(key, B)[b]``; the reward model is then
+    called once per step with the texts of every prompt's particles.
 
     >>> import re
     >>> def reward(texts):   # fraction of worked equations that hold, smoothed into (0, 1)
@@ -61,9 +65,12 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
     factor = (FinalReward if final else StepReward)(reward, lm.tokenizer, beta=beta, batched=batched)
     if potential is not None:
         factor = factor * potential
-    program = Program(lm, prompt_ids, max_new_tokens, potential=factor, step_delimiter=step_delimiter)
+    batch = is_prompt_batch(prompt_ids)
+    program = [Program(lm, p, max_new_tokens, potential=factor, step_delimiter=step_delimiter) for p in prompt_ids] \
+        if batch else Program(lm, prompt_ids, max_new_tokens, potential=factor, step_delimiter=step_delimiter)
     result = run(program, n, key, resampling_fn=resampling_fn, ess_threshold=ess_threshold,
                  proposal=prior() if proposal is None else proposal)
     target = "p(x) r(x)^beta" if final else "p(x) prod_k r(x_<=k)^beta"
-    result.method = f"step-level particle filter with a reward model (target {target}, beta={beta:g})"
+    for one in (result if batch else [result]):
+        one.method = f"step-level particle filter with a reward model (target {target}, beta={beta:g})"
     return result

@@ -78,6 +78,7 @@ def ess(logw):
 
 
 def log_mean_exp(logw):
-    """log((1/N) sum_i exp(logw_i)), -inf when all are -inf."""
+    """log((1/N) sum_i exp(logw_i)) over the last axis (one value per prompt of a batch),
+    -inf when all are -inf."""
     logw = jnp.asarray(logw, jnp.float32)
-    return jax.nn.logsumexp(logw) - jnp.log(logw.shape[0])
+    return jax.nn.logsumexp(logw, -1) - jnp.log(logw.shape[-1])

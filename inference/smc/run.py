@@ -6,6 +6,8 @@ import jax
 import numpy as np
 
 from genppl.models.interface import InputError, NonFiniteLogitsError, as_key, check_positive_int
+from genppl.models.batch import Batch
+from genppl.ppl.batch import as_program, host_slice, unstack
 from genppl.ppl.program import Program
 
 from .kernel import SMCKernel, build_kernel, init, sweep
@@ -25,6 +27,14 @@ def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SM
     (``resampling_fn``, ``proposal``, ``ess_threshold``, ``move``) build it. key: a PRNG key
     or an int seed.
 
+    Many prompts: ``program`` may be a list of programs or one batched program
+    (:func:`ppl.stack`); they run in ONE compiled program, ``n`` particles per prompt,
+    resampled within their prompt's group, and the result is a :class:`models.batch.Batch`
+    of one :class:`SMCResult` per prompt (``results.log_z``: one log Z per prompt). Prompt b
+    uses the key ``jax.random.split(key, B)[b]``, so ``results[b]`` equals
+    ``run(programs[b], n, jax.random.split(key, B)[b])`` (same tokens; weights up to float
+    rounding).
+
     >>> import jax
     >>> from genppl import models, ppl, inference
     >>> lm = models.TabularLM.random(jax.random.key(0), vocab_size=4, max_len=3)
@@ -33,8 +43,9 @@ def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SM
     >>> bool(result.log_z <= 0.0)
     True
     """
+    program = as_program(program)
     if not isinstance(program, Program):
-        raise InputError(f"smc.run needs a ppl.Program, got {type(program).__name__}")
+        raise InputError(f"smc.run needs a ppl.Program (or a list of them), got {type(program).__name__}")
     check_positive_int(n, "n (the number of particles)")
     key = as_key(key)
     if kernel is None:
@@ -45,10 +56,42 @@ def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SM
         raise InputError(f"kernel must be a function (key, state, program) -> (state, info), got {kernel!r}")
     for part in (kernel, getattr(kernel, "move", None)):  # a kernel or move may refuse a program
         if hasattr(part, "check"):
-            part.check(program)
+            for one in unstack(program):
+                part.check(one)
+    if program.num_prompts is not None:
+        return run_prompts(kernel, program, n, key)
     state, infos = sweep_jit(kernel, program, init(program, n), key)
     check_faults(infos, describe(kernel))
     return SMCResult.from_run(program, state, infos, method=describe(kernel))
+
+
+def init_and_sweep(kernel, program: Program, n: int, key):
+    """:func:`init` and :func:`sweep` in one traceable function (a batch's whole run)."""
+    return sweep(kernel, program, init(program, n), key)
+
+
+# a batch of prompts: prefill and sweep in one compiled program (static: the kernel and n)
+init_and_sweep_jit = jax.jit(init_and_sweep, static_argnums=(0, 2))
+
+
+def run_prompts(kernel, program: Program, n: int, key) -> Batch:
+    """The batch branch of :func:`run`: every prompt's particles in one compiled program,
+    prompt b with key ``jax.random.split(key, B)[b]``; one :class:`SMCResult` per prompt."""
+    lm, num = program.lm, program.num_prompts
+    padded, capacity = lm.buffer_sizes(program.prompt.shape[1], program.max_new_tokens)
+    lm.check_memory(num * n, capacity, padded)
+    state, infos = init_and_sweep_jit(kernel, program, n, key)
+    particles = state.particles
+    # only what the results read comes back to the host (not the LM cache)
+    state = state.replace(particles=particles.replace(lm=particles.lm.replace(cache=None)))
+    state, infos = jax.device_get((state, infos))
+    singles, method = unstack(program), describe(kernel)
+    results = Batch()
+    for b in range(num):
+        state_b, infos_b = host_slice(state, b), host_slice(infos, b)
+        check_faults(infos_b, f"{method} (prompt {b} of the batch)")
+        results.append(SMCResult.from_run(singles[b], state_b, infos_b, method=method))
+    return results
 
 
 def describe(kernel) -> str:

@@ -104,3 +104,34 @@ def test_nonfinite_logits_are_one_line_and_exit_2(lm, monkeypatch, capsys, metho
     err = capsys.readouterr().err
     assert err.startswith("genppl: error:") and err.count("\n") == 1
     assert "NaN" in err and "ruled out by the constraints" not in err
+
+
+def test_task_prompts_run_in_calls_of_many_prompts(checkpoint, monkeypatch, capsys):
+    """Issue 12: the evaluation over a task calls the method once per chunk of up to
+    PROMPTS_PER_CALL prompts (a batch of prompts, one compiled call), not once per prompt."""
+    import json
+
+    import numpy as np
+
+    from genppl.cli import main as cli_main
+
+    calls = []
+
+    def fake(prompts):
+        return models.Samples(np.zeros((2, 3), np.int32), np.array([3, 3]), np.array([True, True]),
+                              np.zeros(2), ["1 + 1 = 2", "x"], prompt=str(prompts))
+
+    def recorder(session, prompt_ids, key):
+        batch = models.batch.is_prompt_batch(prompt_ids)
+        calls.append(len(prompt_ids) if batch else 1)
+        return models.batch.Batch(fake(p) for p in prompt_ids) if batch else fake(prompt_ids)
+
+    monkeypatch.setitem(methods.METHODS, "sample", methods.METHODS["sample"].__class__(
+        recorder, "records", methods.METHODS["sample"].options))
+    summary = None
+    for per_call, expected in ((64, [5]), (2, [2, 2, 1])):
+        monkeypatch.setattr(cli_main, "PROMPTS_PER_CALL", per_call)
+        calls.clear()
+        assert main(["--model", checkpoint, "--problems", "5", "--n", "2", "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert calls == expected and summary["prompts"] == 5 and summary["samples"] == 10

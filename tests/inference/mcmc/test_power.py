@@ -175,3 +175,21 @@ def test_reward_tilted_mh_targets_exp_reward_over_beta():
     # one move from the proposal's law: the exact law is q K
     start = extension(lm, [()], seqs, cap, 1.0 / alpha)[0]
     assert_matches_law(out.sequences(), seqs, start @ kernel)
+
+
+# slow: three compiled programs (the batch and two prompt buckets); the batch mechanism itself
+# (ppl.map_prompts / models.batch) is covered by the default tests of smc and models.sample
+@pytest.mark.slow
+def test_many_prompts_in_one_call_equal_the_one_prompt_runs():
+    """Issue 12: blockwise MH over a batch of prompts of two buckets equals the one-prompt
+    runs with jax.random.split(key, B)[b] (chains, acceptance traces, log targets)."""
+    lm = models.TabularLM.random(jax.random.key(6), vocab_size=4, max_len=4, eos_id=0)
+    prompts = [[1], [2, 3] * 9]
+    out = mcmc.power_mcmc(lm, prompts, 4, 4, key=1, alpha=2.0, block_size=2, num_mcmc=2)
+    keys = jax.random.split(jax.random.key(1), 2)
+    for b, prompt in enumerate(prompts):
+        one = mcmc.power_mcmc(lm, prompt, 4, 4, key=keys[b], alpha=2.0, block_size=2, num_mcmc=2)
+        np.testing.assert_array_equal(out[b].token_ids, one.token_ids)
+        np.testing.assert_array_equal(out[b].trace_accepted, one.trace_accepted)
+        np.testing.assert_allclose(out[b].log_targets, one.log_targets, rtol=1e-6)
+        assert out[b].prompt == one.prompt and out[b].method == one.method

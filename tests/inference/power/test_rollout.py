@@ -82,3 +82,21 @@ def test_bad_input_is_an_input_error():
         power.power_rollout(lm, [1], 4, CAP, proposal_temperature=0.0)
     with pytest.raises(InputError, match="jackknife"):
         power.power_rollout(lm, [1], 4, CAP, jackknife="yes")
+
+
+# slow: three compiled programs (the batch and two prompt buckets); the batch mechanism itself
+# (ppl.map_prompts / models.batch) is covered by the default tests of smc and models.sample
+@pytest.mark.slow
+def test_many_prompts_in_one_call_equal_the_one_prompt_runs():
+    """Issue 12: rollout power sampling over a batch of prompts of two buckets equals the
+    one-prompt runs with jax.random.split(key, B)[b]."""
+    lm = models.TabularLM.random(jax.random.key(5), vocab_size=4, max_len=3, eos_id=0)
+    prompts = [[1], [2, 3] * 9]
+    out = power.power_rollout(lm, prompts, 4, 3, key=2, alpha=2.0, top_k=2, rollouts=2)
+    keys = jax.random.split(jax.random.key(2), 2)
+    for b, prompt in enumerate(prompts):
+        one = power.power_rollout(lm, prompt, 4, 3, key=keys[b], alpha=2.0, top_k=2, rollouts=2)
+        np.testing.assert_array_equal(out[b].token_ids, one.token_ids)
+        np.testing.assert_array_equal(out[b].tokens_generated, one.tokens_generated)
+        np.testing.assert_allclose(out[b].log_probs, one.log_probs, rtol=1e-6)
+        assert out[b].prompt == one.prompt and out[b].method == one.method

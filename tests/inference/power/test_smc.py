@@ -98,3 +98,20 @@ def test_non_finite_logits_are_a_model_fault():
     with pytest.raises(NonFiniteLogitsError, match="step 1") as err:
         power.power_smc(lm, [1], 8, CAP, key=0, alpha=2.0, ess_threshold=0.0)
     assert err.value.particles == (3,)
+
+
+# slow: three compiled programs (the batch and two prompt buckets); the batch mechanism itself
+# (ppl.map_prompts / models.batch) is covered by the default tests of smc and models.sample
+@pytest.mark.slow
+def test_many_prompts_in_one_call_equal_the_one_prompt_runs():
+    """Issue 12: Power-SMC (with its ramp) over a batch of prompts of two buckets equals the
+    one-prompt runs with jax.random.split(key, B)[b]."""
+    lm = random_lm(41)
+    prompts = [[1], [2, 3] * 9]
+    results = power.power_smc(lm, prompts, 8, CAP, key=3, alpha=3.0, ramp_tokens=2, ess_threshold=1.0)
+    keys = jax.random.split(jax.random.key(3), 2)
+    for b, prompt in enumerate(prompts):
+        one = power.power_smc(lm, prompt, 8, CAP, key=keys[b], alpha=3.0, ramp_tokens=2, ess_threshold=1.0)
+        assert results[b].token_ids == one.token_ids and results[b].method == one.method
+        np.testing.assert_allclose(results[b].log_weights, one.log_weights, rtol=1e-6, atol=1e-6)
+        assert results[b].log_z == pytest.approx(one.log_z, abs=1e-6)

@@ -2,6 +2,8 @@
 
 import math
 
+import jax
+
 import pytest
 
 import numpy as np
@@ -79,3 +81,27 @@ def test_a_trailing_delimiter_step_is_rewarded_once():
     se = ratio.std(ddof=1) / np.sqrt(len(ratio))
     assert abs(np.exp(log_z_twice - log_z) - 1) >= 5 * se, "the test lacks the power to see the defect"
     assert_unbiased_z(log_z_hat, log_z)
+
+
+# slow: three compiled programs (the batch and two prompt buckets); the batch mechanism itself
+# (ppl.map_prompts / models.batch) is covered by the default tests of smc and models.sample
+@pytest.mark.slow
+def test_many_prompts_one_call_one_reward_call_per_step():
+    """Issue 12: a batch of prompts equals the one-prompt runs with split(key, B)[b], and the
+    (host-side, batched) reward model sees every prompt's texts in one call per step."""
+    lm = random_lm(12)
+    calls = []
+
+    def counted(texts):
+        calls.append(len(texts))
+        return [reward(t) for t in texts]
+
+    prompts = [[1], [2, 3], [3, 1, 2, 4]]
+    results = smc.reward_particle_filter(lm, prompts, counted, 8, 4, max_new_tokens=CAP, step_delimiter="a")
+    batch_calls, calls[:] = len(calls), []
+    keys = jax.random.split(jax.random.key(4), len(prompts))
+    for b, prompt in enumerate(prompts):
+        one = smc.reward_particle_filter(lm, prompt, counted, 8, keys[b], max_new_tokens=CAP, step_delimiter="a")
+        assert results[b].token_ids == one.token_ids and results[b].method == one.method
+        assert results[b].log_z == pytest.approx(one.log_z, abs=1e-5)
+    assert 0 < batch_calls < len(calls)  # one call per step for all prompts, not one per prompt

@@ -48,3 +48,26 @@ def test_step_level_smc_on_a_transformer(lm):
     live = result.weights > 0
     assert live.any() and all("x" not in t for t, ok in zip(result.texts, live) if ok)
     assert np.all(np.isfinite(result.ess))
+
+
+def test_many_prompts_in_one_compiled_call_equal_the_one_prompt_runs(lm):
+    """Issue 12: prompts of mixed lengths (two buckets), each with its own banned-token table,
+    in one compiled SMC run that resamples within each prompt's group: prompt b gets exactly
+    the particles of its one-prompt run with jax.random.split(key, B)[b], and log Z and the
+    weights to float rounding."""
+    texts = ["the cat", "a dog ran in the park with a red ball. the cat sat on the mat.", "Q: 12"]
+    prompts = [[lm.eos_id] + lm.tokenizer.encode(t) for t in texts]
+    bans = [[t for t, b in enumerate(lm.tokenizer.token_bytes) if c in b][:5] for c in (b"a", b"e", b"t")]
+    programs = [ppl.Program(lm, p, 8, potential=ppl.BannedTokens(ban)) for p, ban in zip(prompts, bans)]
+    kernel = smc.build_kernel(ess_threshold=1.0)
+    results = smc.run(programs, 6, jax.random.key(7), kernel=kernel)
+    keys = jax.random.split(jax.random.key(7), len(programs))
+    for b, program in enumerate(programs):
+        one = smc.run(program, 6, keys[b], kernel=kernel)
+        assert results[b].token_ids == one.token_ids and results[b].texts == one.texts
+        assert results[b].num_resampling == one.num_resampling >= 2
+        np.testing.assert_allclose(results[b].log_weights, one.log_weights, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(results[b].log_p, one.log_p, rtol=1e-5, atol=1e-5)
+        assert results[b].log_z == pytest.approx(one.log_z, abs=1e-5)
+        assert not any(set(ids) & set(bans[b]) for ids in one.token_ids)
+    assert results.log_z.shape == (3,)
