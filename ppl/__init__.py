@@ -29,3 +29,9 @@ from . import automata
 from .constraints import BannedStrings, DFAPotential, Regex, StopStrings, TruncatedLM
 
 __all__ += ["BannedStrings", "DFAPotential", "Regex", "StopStrings", "TruncatedLM", "automata"]
+
+# structured generation: context-free grammars (Lark EBNF) and JSON Schema, lowered to token DFAs
+from .grammar import Grammar
+from .jsonschema import JSONSchema
+
+__all__ += ["Grammar", "JSONSchema"]
