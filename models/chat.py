@@ -102,6 +102,7 @@ def fold_eos(logits: jax.Array, eos_ids) -> jax.Array:
     eos_ids = tuple(int(i) for i in eos_ids)
     if len(eos_ids) <= 1:
         return logits
+    logits = jnp.asarray(logits)
     main, others = eos_ids[0], jnp.asarray(eos_ids[1:])
     total = jax.nn.logsumexp(logits[..., jnp.asarray(eos_ids)].astype(jnp.float32), axis=-1)
     logits = logits.at[..., main].set(total.astype(logits.dtype))
