@@ -12,7 +12,8 @@ complete document.
 **Supported keywords.** ``type`` (a name or a list: object, array, string, number, integer,
 boolean, null), ``properties``, ``required``, ``additionalProperties`` (false, true or
 absent), ``items``, ``minItems``, ``maxItems``, ``enum``, ``const``, ``pattern``,
-``minLength``, ``maxLength``, ``anyOf``, ``oneOf``, ``$ref`` (local: ``#``, ``#/$defs/...``,
+``minLength``, ``maxLength``, ``minimum``/``maximum``/``exclusiveMinimum``/``exclusiveMaximum``
+(integers only, both bounds, at most ``MAX_INTEGER_RANGE`` integers apart), ``anyOf``, ``oneOf``, ``$ref`` (local: ``#``, ``#/$defs/...``,
 ``#/definitions/...``) with ``$defs``/``definitions``. Annotations (``title``,
 ``description``, ``default``, ``examples``, ``$schema``, ``$id``, ``$comment``,
 ``deprecated``, ``readOnly``, ``writeOnly``) are accepted and have no effect. Any other
@@ -74,7 +75,10 @@ __all__ = ["JSONSchema", "schema_dfa"]
 ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "default", "examples", "$defs",
                          "definitions", "deprecated", "readOnly", "writeOnly"})
 SUPPORTED = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-                       "enum", "const", "pattern", "minLength", "maxLength", "anyOf", "oneOf", "$ref"})
+                       "enum", "const", "pattern", "minLength", "maxLength", "anyOf", "oneOf", "$ref",
+                       "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+#: integer bounds are lowered by listing the integers: at most this many
+MAX_INTEGER_RANGE = 20_000
 TYPES = ("null", "boolean", "object", "array", "number", "string", "integer")
 
 _DIGIT = chars([(48, 57)])
@@ -266,14 +270,46 @@ class _Lowering:
                                      "such a value matches more than one branch (invalid under oneOf); make the "
                                      "branches disjoint or use anyOf")
 
+    def integer_range(self, schema, path):
+        """Integers within minimum/maximum (exclusive forms too): the trie of their decimal
+        texts; unbounded when neither bound is given."""
+        bounds = {k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in schema}
+        if not bounds:
+            return _INTEGER
+        for k, v in bounds.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InputError(f"{k} at {_pointer(path)} must be a number, got {v!r}")
+        import math
+
+        lo = max([math.ceil(bounds[k]) for k in ("minimum",) if k in bounds]
+                 + [math.floor(bounds[k]) + 1 for k in ("exclusiveMinimum",) if k in bounds], default=None)
+        hi = min([math.floor(bounds[k]) for k in ("maximum",) if k in bounds]
+                 + [math.ceil(bounds[k]) - 1 for k in ("exclusiveMaximum",) if k in bounds], default=None)
+        if lo is None or hi is None or hi - lo + 1 > MAX_INTEGER_RANGE:
+            raise InputError(f"integer bounds at {_pointer(path)}: give both a minimum and a maximum, at most "
+                             f"{MAX_INTEGER_RANGE} integers apart (they are lowered by listing the integers)")
+        trie: dict = {}
+        for v in range(lo, hi + 1):
+            node = trie
+            for c in str(v) + "$":
+                node = node.setdefault(c, {})
+
+        def tree(node):
+            return alt(*(EPSILON if c == "$" else cat(literal(c), tree(sub)) for c, sub in node.items()))
+
+        return tree(trie) if trie else EMPTY
+
     def typed(self, t, schema, path, refs):
         if t == "null":
             return literal("null")
         if t == "boolean":
             return alt(literal("true"), literal("false"))
         if t == "integer":
-            return _INTEGER
+            return self.integer_range(schema, path)
         if t == "number":
+            if any(k in schema for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
+                raise InputError(f"minimum/maximum at {_pointer(path)} are supported for type integer only (bounds "
+                                 "on a number with a fraction or exponent are not regular in general)")
             return _NUMBER
         if t == "string":
             pattern = schema.get("pattern")

@@ -65,3 +65,18 @@ def test_keyword_guided():
     guided = next(r for r in out["rows"] if r["method"] == "SMC, HMM guide")
     assert guided["satisfied"] == 1.0 and guided["live"] > 0
     assert all(k in out["best"] for k in out["keywords"])
+
+
+@pytest.mark.slow  # a schema lifted to the tokenizer and one SMC sweep on the random model: ~15 s
+def test_json_extraction(model):
+    out = load("json_extraction").main(["--model", model, "--n", "8", "--max-new-tokens", "100", "--max-items", "1"])
+    mod = load("json_extraction")
+    assert out["check"] and all(mod.valid(t, 1) for t in out["live"])
+    assert out["live"], "some particle should finish a document within 100 tokens"
+
+
+@pytest.mark.slow  # a grammar lifted to the tokenizer and one SMC sweep on the random model: ~15 s
+def test_grammar(model):
+    out = load("grammar").main(["--model", model, "--n", "8", "--max-new-tokens", "100", "--steps", "1"])
+    assert out["check"] and out["live"], "some particle should finish within 100 tokens"
+    assert all(t.endswith(".") and " The answer is " in t for t in out["live"])

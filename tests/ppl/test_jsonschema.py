@@ -199,8 +199,10 @@ def test_oneof_disjoint_is_exact_and_overlap_is_refused():
 
 
 @pytest.mark.parametrize("schema, fix", [
-    ({"type": "object", "properties": {"a": {"type": "integer", "minimum": 0}}},
-     r"unsupported JSON Schema keyword 'minimum' at #/properties/a"),
+    ({"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 2}}},
+     r"unsupported JSON Schema keyword 'multipleOf' at #/properties/a"),
+    ({"type": "integer", "minimum": 0}, r"integer bounds at #: give both a minimum and a maximum"),
+    ({"type": "number", "minimum": 0, "maximum": 1}, r"minimum/maximum at # are supported for type integer only"),
     ({"type": "string", "format": "email"}, r"unsupported JSON Schema keyword 'format' at #"),
     ({"type": "array", "items": {"type": "strng"}}, r"type at #/items must be one of"),
     ({"type": "array", "minItems": -1}, r"minItems at # must be a non-negative integer"),
@@ -213,6 +215,14 @@ def test_oneof_disjoint_is_exact_and_overlap_is_refused():
 def test_bad_schemas_name_the_path(schema, fix):
     with pytest.raises(InputError, match=fix):
         ppl.JSONSchema(schema, BYTES)
+
+
+def test_integer_bounds_are_exact():
+    dfa = schema_dfa({"type": "integer", "minimum": -12, "exclusiveMaximum": 105})
+    inside = {str(v) for v in range(-12, 105)}
+    for v in range(-300, 300):
+        assert dfa.matches(str(v)) == (str(v) in inside), v
+    assert not dfa.matches("007") and not dfa.matches("-0")
 
 
 def test_whitespace_policy():
