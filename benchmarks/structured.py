@@ -264,7 +264,7 @@ class SyntheticTokenizer:
         pieces = [b""] + [bytes([b]) for b in range(256)]
         while len(pieces) < vocab:
             k = int(rng.integers(2, 9))
-            piece = bytes(rng.choice(alphabet, k))
+            piece = bytes(rng.choice(alphabet, k).astype(np.uint8).tolist())
             if piece not in seen:
                 seen.add(piece)
                 pieces.append(piece)
@@ -304,9 +304,8 @@ def genlm_rows(path, lm, prompt_text, n, tokens, repeats):
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    llm = PromptedLLM.from_name(str(path), backend="hf", eos_tokens=[lm.tokenizer.hf.eos_token.encode()])
-    llm.prompt_ids = [lm.eos_id] + lm.tokenizer.encode(prompt_text)
     ours_prompt = [lm.eos_id] + lm.tokenizer.encode(prompt_text)
+    llm = PromptedLLM.from_name(str(path), backend="hf", prompt_ids=ours_prompt)
     out = {}
     for name, make, ours in (
             ("grammar", lambda: BoolCFG.from_lark(GRAMMAR), ppl.Grammar(GRAMMAR, lm, max_depth=4)),
@@ -319,8 +318,8 @@ def genlm_rows(path, lm, prompt_text, n, tokens, repeats):
             np.random.seed(seed)
             torch.manual_seed(seed)
             seqs = asyncio.run(sampler.smc(n_particles=n, ess_threshold=0.5, max_tokens=tokens))
-            counts["tokens"] = sum(len(c) for c, _ in seqs.contexts) if hasattr(seqs, "contexts") else n * tokens
-            counts["sample"] = seqs
+            counts["tokens"] = sum(len(c) for c in seqs.contexts)  # generated tokens, EOS included
+            counts["sample"] = str(max(zip(seqs.log_weights, map(str, seqs.contexts)))[1])
 
         program = ppl.Program(lm, ours_prompt, tokens, potential=ours)
 
@@ -337,7 +336,7 @@ def genlm_rows(path, lm, prompt_text, n, tokens, repeats):
     for name, (g, o, _) in out.items():
         print(f"| {name} | {g:,.1f} | {o:,.1f} | {o / g:.1f}x |")
     for name, (_, _, c) in out.items():
-        print(f"  {name}: ours {c['ours_text'][:80]!r}")
+        print(f"  {name}: ours {c['ours_text'][:80]!r}; genlm {c['sample'][:160]!r}")
     return out
 
 

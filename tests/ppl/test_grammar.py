@@ -162,3 +162,56 @@ def test_empty_language_gives_log_z_minus_inf():
     g = ppl.Grammar('start: "(" start ")"', models.CharTokenizer("$()xy", eos_id=EOS), max_depth=3)
     result = smc.run(ppl.Program(lm, [1], CAP, potential=g), 8, 0)
     assert result.log_z == -np.inf and result.message is not None
+
+
+# ---- composition with MH, the HMM guide and stop strings -----------------------------------------
+@pytest.mark.slow  # compiles an MH kernel (~10 s)
+def test_mh_with_the_grammar_as_log_potential(parens_program):
+    """power_mcmc(alpha=1) with log phi = Grammar.log_potential: after the blocks every chain
+    holds a string of the language (the chains start from the LM, where most are outside)."""
+    from genppl.inference import mcmc
+
+    lm, g = parens_program
+    out = mcmc.power_mcmc(lm, [1], 32, CAP, 0, alpha=1.0, block_size=2, num_mcmc=8,
+                          log_potential=g.log_potential)
+    finite = np.isfinite(out.log_targets)
+    assert finite.mean() > 0.9
+    for ids, ok in zip(out.token_ids, finite):
+        if ok:
+            assert in_lark(PARENS, "".join("$()xy"[t] for t in ids[:CAP] if t != EOS))
+
+
+def test_log_potential_is_the_indicator(parens_program):
+    _, g = parens_program
+    seqs = [[1, 2, 0, 0], [1, 1, 2, 2], [1, 2, 2, 0], [3, 0, 0, 0], [0, 0, 0, 0]]
+    num = np.array([3, 4, 3, 2, 1])
+    out = np.asarray(g.log_potential(np.array(seqs), num, np.array([True, False, True, True, True])))
+    assert list(np.isfinite(out)) == [True, True, False, False, True]
+
+
+@pytest.mark.slow  # an HMM guide's tables and one SMC compile (~10 s)
+def test_the_hmm_guide_runs_on_a_grammar_dfa(parens_program):
+    """circuits.HMMGuide over the grammar's token DFA: an exact twist, so every weighted
+    particle is in the language and log Z is finite."""
+    from genppl import circuits
+
+    lm, g = parens_program
+    hmm = circuits.HMM.random(jax.random.key(1), num_states=4, vocab_size=5)
+    guide = circuits.HMMGuide(hmm, g.token_dfa, max_new_tokens=CAP)
+    result = smc.run(ppl.Program(lm, [1], CAP, potential=guide), 32, 0)
+    assert np.isfinite(result.log_z)
+    for ids, w in zip(result.token_ids, result.weights):
+        if w > 0:
+            assert in_lark(PARENS, "".join("$()xy"[t] for t in ids if t != EOS))
+
+
+@pytest.mark.slow  # one more SMC compile (~7 s)
+def test_stop_strings_end_particles_inside_the_language(parens_program):
+    """With stop="()", a particle finishes at the first "()" and must then be in the language:
+    the weighted texts are exactly "()" or balanced strings without "()"... which is only "()"."""
+    lm, g = parens_program
+    tok = models.CharTokenizer("$()xy", eos_id=EOS)
+    program = ppl.Program(lm, [1], CAP, potential=g, stop=ppl.StopStrings(["()"], tok))
+    result = smc.run(program, 32, 0)
+    texts = {"".join("$()xy"[t] for t in ids if t != EOS) for ids, w in zip(result.token_ids, result.weights) if w > 0}
+    assert np.isfinite(result.log_z) and texts <= {"", "()"}

@@ -279,6 +279,7 @@ def test_smc_is_exact_for_a_nested_schema(word_lm):
     assert tv_to_exact(logw, samples, support, pi, log_z) < 3 * tv_floor(pi, len(samples))
 
 
+@pytest.mark.slow  # one more SMC compile (~7 s); the default suite runs SMC with a grammar (test_grammar)
 def test_smc_samples_validate(word_lm):
     """Locally optimal SMC with the schema: every weighted particle is a valid document."""
     result = smc.run(ppl.Program(word_lm, [1], JCAP, potential=ppl.JSONSchema(NESTED, WORDS)), 32, 0)
