@@ -51,7 +51,7 @@ from .automata.syntax import parse as parse_regex
 from .automata.trees import EMPTY, EPSILON, alt, cat, chars, compile_tree, embed, literal, rep
 from .constraints import DFAPotential
 
-__all__ = ["Grammar", "grammar_dfa"]
+__all__ = ["Grammar", "eos_ids_of", "grammar_dfa", "grammar_tree"]
 
 
 def _lark(text: str, start: str):
