@@ -86,6 +86,8 @@ class RunConfig:
     proposal: str | None = None
     ban: tuple[str, ...] = ()
     regex: str | None = None
+    grammar: str | None = None        # a file of Lark EBNF (ppl.Grammar)
+    json_schema: str | None = None    # a JSON Schema file (ppl.JSONSchema)
     # pf
     beta: float | None = None
     pf_target: str | None = None
@@ -183,6 +185,10 @@ def build_parser() -> Parser:
     smc.add_argument("--ban", action="append", default=None, metavar="STRING",
                      help="a string the generation may never contain (repeatable; ppl.BannedStrings)")
     smc.add_argument("--regex", default=None, help="the generation must match this regex (ppl.Regex)")
+    smc.add_argument("--grammar", default=None, metavar="FILE",
+                     help="the generation must parse under this Lark grammar (ppl.Grammar, start rule 'start')")
+    smc.add_argument("--json-schema", default=None, metavar="FILE",
+                     help="the generation must be JSON valid under this schema (ppl.JSONSchema)")
     smc.add_argument("--beta", type=float, default=None, help="pf: reward exponent (default 1)")
     smc.add_argument("--pf-target", default=None, choices=["final", "product"],
                      help="pf: p(x) r(x)^beta (final, default; reward_particle_filter(final=True)) or "
@@ -250,7 +256,8 @@ DEFAULTS = {
 OPTIONS = ("temperature", "top_k", "top_p", "alpha", "resampler", "ess_threshold", "proposal", "ban", "regex",
            "beta", "pf_target", "block_size", "num_mcmc", "mh_move", "ramp_tokens", "rejuvenate", "rollouts",
            "rollout_top_k", "horizon", "no_jackknife", "learned", "learned_rank", "keywords", "hmm", "hmm_states",
-           "hmm_samples", "hmm_epochs", "iterations", "particles", "select", "expansions", "target_ess")
+           "hmm_samples", "hmm_epochs", "iterations", "particles", "select", "expansions", "target_ess",
+           "grammar", "json_schema")
 #: text options, checked to be valid UTF-8
 TEXTS = ("prompt", "regex", "ban", "keywords")
 
@@ -324,9 +331,9 @@ def check_texts(args) -> None:
 def not_taken(dest: str, args) -> str:
     """The message for an option that ``--method args.method`` does not take."""
     method, name = args.method, flag(dest)
-    if dest in ("ban", "regex") and method == "sample":
+    if dest in ("ban", "regex", "grammar", "json_schema") and method == "sample":
         return f"{name} constrains the generation, which plain sampling cannot do: add --method smc"
-    if dest in ("ban", "regex") and METHODS[method].power:
+    if dest in ("ban", "regex", "grammar", "json_schema") and METHODS[method].power:
         return (f"--method {method} samples p^alpha alone: drop --ban/--regex, or use "
                 f"--method smc --alpha {args.alpha if args.alpha is not None else 4.0:g} for a constrained power target")
     if dest == "alpha" and method == "sample":
@@ -386,6 +393,10 @@ def check(c: RunConfig, given: dict | None = None) -> None:
         from genppl.ppl.automata import parse
 
         parse(c.regex)  # syntax errors name the position
+    for name in ("grammar", "json_schema"):
+        path = getattr(c, name)
+        if path is not None and not os.path.isfile(path):
+            raise InputError(f"{flag(name)} {path}: no such file")
     if c.learned is not None:
         if given.get("proposal") is not None:
             raise InputError("--learned proposes with the trained LoRA adapter, which replaces --proposal: drop one")

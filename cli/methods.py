@@ -246,8 +246,8 @@ def run_power_smc_adaptive(session: Session, prompt_ids, key):
                                     ess_threshold=c.ess_threshold)
 
 
-_SMC = frozenset({"resampler", "ess_threshold", "proposal", "alpha", "ban", "regex"})
-_TARGET = frozenset({"alpha", "ban", "regex", "proposal"})
+_SMC = frozenset({"resampler", "ess_threshold", "proposal", "alpha", "ban", "regex", "grammar", "json_schema"})
+_TARGET = frozenset({"alpha", "ban", "regex", "grammar", "json_schema", "proposal"})
 
 #: The method table: name -> :class:`Method` (the order is the order of ``--help``).
 METHODS: dict[str, Method] = {
@@ -256,7 +256,7 @@ METHODS: dict[str, Method] = {
     "smc": Method(run_smc, "sequential Monte Carlo on p^alpha * phi (inference.smc.run)",
                   _SMC | {"learned", "learned_rank"}),
     "smc-steer": Method(run_smc_steer, "SMC with without-replacement selection (inference.smc.steer)",
-                        frozenset({"alpha", "ban", "regex"})),
+                        frozenset({"alpha", "ban", "regex", "grammar", "json_schema"})),
     "pf": Method(run_pf, "step-level reward particle filter (inference.smc.reward_particle_filter)",
                  (_SMC - {"alpha"}) | {"beta", "pf_target"}),
     "smc-guided": Method(run_smc_guided, "SMC with an HMM x DFA keyword guide (circuits.HMMGuide)",
@@ -308,11 +308,33 @@ def prepare(config, lm) -> Session:
         factors.append(ppl.BannedStrings(list(config.ban), lm))
     if config.regex is not None and config.method != "smc-guided":  # smc-guided: in the guide's DFA
         factors.append(ppl.Regex(config.regex, lm))
+    factors += structured_potentials(config, lm)
     for f in factors:
         session.potential = f if session.potential is None else session.potential * f
     if config.learned is not None:
         session.learned = learned_guide(lm, config.learned, config.learned_rank)
     return session
+
+
+def structured_potentials(config, lm) -> list:
+    """``--grammar FILE`` and ``--json-schema FILE`` as potentials (errors name the file and the
+    position or JSON path inside it)."""
+    from genppl import ppl
+
+    out = []
+    for name, build in (("grammar", ppl.Grammar), ("json_schema", ppl.JSONSchema)):
+        path = getattr(config, name, None)
+        if path is None:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            out.append(build(text, lm))
+        except InputError as err:
+            raise InputError(f"--{name.replace('_', '-')} {path}: {err}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"--{name.replace('_', '-')} {path}: cannot read it ({err})") from None
+    return out
 
 
 def learned_guide(lm, path, rank: int):

@@ -10,6 +10,7 @@
 
 from pathlib import Path
 
+from . import chat
 from .interface import InputError, LanguageModel, LMState, NonFiniteLogitsError, as_key, nonfinite_rows
 from .lora import LoRA, GuidedLM, TabularAdapter, TabularTwist, TwistHead
 from .sampling import Processing, Samples, process_logits, sample
@@ -40,6 +41,7 @@ __all__ = [
     "InputError", "LanguageModel", "LMState", "NonFiniteLogitsError", "Processing", "Samples", "TabularLM", "Tokenizer",
     "CharTokenizer", "as_key", "bundled_path", "load", "nonfinite_rows", "process_logits", "sample",
 ]
+__all__ += ["chat"]
 __all__ += ["GuidedLM", "LoRA", "TabularAdapter", "TabularTwist", "TwistHead"]
 
 # many prompts per call: a batch of prompts in, one result per prompt out

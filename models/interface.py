@@ -136,6 +136,19 @@ class LanguageModel(abc.ABC):
     tokenizer: object  # models.tokenizer.Tokenizer-like: encode, decode, token_bytes
     max_length: int | None = None  # the model's context limit, None if unbounded
 
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """Every token id that ends a sequence, ``eos_id`` first (a checkpoint whose
+        generation_config.json lists several sets ``_eos_ids``; see :mod:`models.chat`)."""
+        return getattr(self, "_eos_ids", None) or (self.eos_id,)
+
+    def chat(self, messages, add_generation_prompt: bool = True, **template_kwargs) -> list[int]:
+        """Prompt ids of a conversation from the checkpoint's chat template
+        (:func:`models.chat.chat_ids`, as ``transformers``' ``apply_chat_template`` renders it)."""
+        from .chat import chat_ids
+
+        return chat_ids(self.tokenizer, messages, add_generation_prompt, **template_kwargs)
+
     # ---- to implement -------------------------------------------------------------------
     @abc.abstractmethod
     def _initial(self, prompt: jax.Array, prompt_length, capacity: int) -> tuple[jax.Array, object]:

@@ -122,7 +122,8 @@ class Tokenizer:
         return "ByteLevel" in repr(backend.decoder) or "ByteLevel" in repr(backend.pre_tokenizer)
 
     def _identity(self) -> tuple:
-        return (self.vocab_size, self.eos_id, self.bos_id, self.special_ids, self._definition)
+        return (self.vocab_size, self.eos_id, getattr(self, "eos_ids", None), self.bos_id, self.special_ids,
+                self._definition)
 
     def __eq__(self, other) -> bool:
         return self is other or (type(other) is type(self) and other._identity() == self._identity())

@@ -11,6 +11,7 @@ from flax import nnx
 
 from .architectures import ArchConfig, CheckpointError, init_cache, load_checkpoint
 from .architectures.checkpoint import read_json
+from .chat import eos_ids_of_checkpoint, fold_eos
 from .interface import InputError, LanguageModel
 from .tokenizer import Tokenizer
 
@@ -36,6 +37,8 @@ class TransformerLM(LanguageModel):
             raise CheckpointError("the checkpoint names no EOS token: set eos_token_id in config.json "
                                   "(or pass eos_id= to models.load)")
         self.eos_id = int(eos)
+        # every id that ends a sequence (generation_config.json may list several), main one first
+        self._eos_ids = (self.eos_id,) + tuple(i for i in getattr(tokenizer, "eos_ids", ()) if i != self.eos_id)
 
     @classmethod
     def from_module(cls, decoder, config: ArchConfig, tokenizer=None, dtype=jnp.float32) -> "TransformerLM":
@@ -59,6 +62,7 @@ class TransformerLM(LanguageModel):
         tokenizer = _load_tokenizer(path, config)
         eos = resolve_eos_id(path, config, tokenizer, eos_id)
         tokenizer.eos_id = eos  # the tokenizer carries the resolved EOS (adapters built on it keep it)
+        tokenizer.eos_ids = (eos,) if eos_id is not None else eos_ids_of_checkpoint(path, eos, config.vocab_size)
         return cls.from_module(decoder, config, tokenizer, dtype)
 
     def tree_flatten(self):
@@ -78,11 +82,12 @@ class TransformerLM(LanguageModel):
         cache = init_cache(self.config, 1, capacity, self.dtype)
         positions = jnp.arange(prompt.shape[0], dtype=jnp.int32)[None]
         logits, cache = self.module(prompt[None], positions, cache)  # padding writes junk past the prompt
-        return logits[0, prompt_length - 1], cache
+        return fold_eos(logits[0, prompt_length - 1], self._eos_ids), cache
 
     def _forward(self, cache, tokens, positions, mask):
         # masked tokens write junk past a row's length; causal masking never reads it
-        return self.module(tokens, positions, cache)
+        logits, cache = self.module(tokens, positions, cache)
+        return fold_eos(logits, self._eos_ids), cache
 
     def __repr__(self) -> str:
         c = self.config

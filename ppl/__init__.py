@@ -34,3 +34,8 @@ __all__ += ["BannedStrings", "DFAPotential", "Regex", "StopStrings", "TruncatedL
 from .batch import map_prompts, prompt_keys, stack, unstack
 
 __all__ += ["map_prompts", "prompt_keys", "stack", "unstack"]
+# structured generation: context-free grammars (Lark EBNF) and JSON Schema, lowered to token DFAs
+from .grammar import Grammar
+from .jsonschema import JSONSchema
+
+__all__ += ["Grammar", "JSONSchema"]

@@ -232,6 +232,7 @@ class DFAPotential(Potential):
         self.accepting = jnp.asarray(token_dfa.accepting)
         self.start = jnp.asarray(token_dfa.start, jnp.int32)
         self.dead = int(token_dfa.dead)
+        self.eos_ids = tuple(getattr(token_dfa, "eos_ids", (token_dfa.eos_id,)))
 
     @property
     def num_states(self) -> int:
@@ -256,6 +257,24 @@ class DFAPotential(Potential):
 
     def logw_cap(self, pstate, lm_state):
         return jnp.where(self.accepting[pstate], 0.0, -jnp.inf).astype(jnp.float32)
+
+    def log_potential(self, tokens, num_tokens, eos):
+        """log phi of whole continuations, for kernels that score sequences (MH:
+        ``mcmc.build_kernel(log_potential=p.log_potential)``, ``power_mcmc(...)``): tokens [n, L]
+        of which the first ``num_tokens`` [n] are generated (EOS, when ``eos`` [n], among
+        them); 0 if the DFA run over them accepts, -inf otherwise. Traceable."""
+        size = self.table.shape[1]
+
+        def step(state, column):
+            j, token = column
+            moving = (j < num_tokens) & (token < size) & ~jnp.isin(token, jnp.asarray(self.eos_ids))
+            nxt = self.table[state, jnp.minimum(token, size - 1)].astype(jnp.int32)
+            return jnp.where(moving, nxt, state), None
+
+        start = jnp.full(tokens.shape[:1], self.start, jnp.int32)
+        positions = jnp.arange(tokens.shape[1])
+        state, _ = jax.lax.scan(step, start, (positions, jnp.asarray(tokens, jnp.int32).T))
+        return jnp.where(self.accepting[state], 0.0, -jnp.inf).astype(jnp.float32)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.num_states} states)"

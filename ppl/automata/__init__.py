@@ -18,12 +18,14 @@ from .nfa import MAX_NFA_STATES, NFA, compile_regex, determinize, utf8_sequences
 from .ops import complement, intersect
 from .syntax import MAX_CODEPOINT, SURROGATES, parse
 from .tokens import TokenDFA, TokenRunner, vocabulary
+from . import trees
+from .trees import compile_tree
 from .words import (avoid_strings_dfa, banned_words_dfa, encode_strings, keywords_dfa, substring_dfa,
                     word_dfa)
 
 __all__ = [
     "MAX_CODEPOINT", "MAX_NFA_STATES", "NFA", "SURROGATES", "ByteDFA", "TokenDFA", "TokenRunner",
-    "avoid_strings_dfa", "banned_words_dfa", "compile_regex", "complement", "determinize", "encode_strings",
+    "avoid_strings_dfa", "banned_words_dfa", "compile_regex", "compile_tree", "complement", "determinize", "encode_strings",
     "from_table", "intersect", "keywords_dfa", "minimize", "parse", "substring_dfa", "utf8_sequences",
-    "vocabulary", "word_dfa",
+    "trees", "vocabulary", "word_dfa",
 ]

@@ -125,7 +125,35 @@ class NFA:
                 self.eps[b].append(nxt)
                 cur = nxt
             return start, cur
+        if kind == "dfa":  # an embedded ByteDFA: its live states, byte-range edges, eps to one end
+            return self.embed(node[1])
         raise AssertionError(kind)
+
+    def embed(self, dfa) -> tuple[int, int]:
+        """Add the states of a :class:`ByteDFA` (those that can still accept); returns (start, end)."""
+        live = dfa.live()
+        ids = {}
+        for q in range(dfa.num_states):
+            if live[q]:
+                ids[q] = self.state()
+        end = self.state()
+        if not live[dfa.start]:
+            return self.state(), end
+        cls = dfa.byte_class
+        runs, lo = [], 0  # maximal runs of bytes in one class: (lo, hi, class)
+        for b in range(1, 257):
+            if b == 256 or cls[b] != cls[lo]:
+                runs.append((lo, b - 1, int(cls[lo])))
+                lo = b
+        for q, s in ids.items():
+            row = dfa.trans[q]
+            for a, b, c in runs:
+                t = int(row[c])
+                if live[t]:
+                    self.edges[s].append((a, b, ids[t]))
+            if dfa.accepting[q]:
+                self.eps[s].append(end)
+        return ids[dfa.start], end
 
 
 

@@ -98,14 +98,15 @@ class TokenDFA:
     (True, True)
     """
 
-    def __init__(self, table, accepting, live, start: int, dead: int, eos_id: int, byte_state=None):
+    def __init__(self, table, accepting, live, start: int, dead: int, eos_id, byte_state=None):
         self.table = table
         self.byte_state = byte_state
         self.accepting = accepting
         self.live = live
-        self.start, self.dead, self.eos_id = int(start), int(dead), int(eos_id)
+        self.eos_ids = _eos_list(eos_id)
+        self.start, self.dead, self.eos_id = int(start), int(dead), self.eos_ids[0]
         allowed = live[table]
-        allowed[:, eos_id] = accepting
+        allowed[:, list(self.eos_ids)] = accepting[:, None]
         self.allowed = allowed
 
     @property
@@ -117,11 +118,13 @@ class TokenDFA:
               max_entries: int = 200_000_000) -> "TokenDFA":
         """Lift ``dfa`` to the vocabulary ``token_bytes`` (bytes of each token id).
 
+        ``eos_id``: one id, or a list of ids that all end a sequence (the first is the main one).
         max_entries bounds states x vocabulary (the table's size) with a clear error.
         """
         vocab_size = len(token_bytes) if vocab_size is None else int(vocab_size)
         token_bytes = list(token_bytes) + [b""] * (vocab_size - len(token_bytes))
-        usable = np.array([i for i, b in enumerate(token_bytes) if b and i != eos_id], np.int64)
+        eos_ids = _eos_list(eos_id)
+        usable = np.array([i for i, b in enumerate(token_bytes) if b and i not in eos_ids], np.int64)
         runner = TokenRunner(dfa, token_bytes, usable)
 
         # breadth-first over DFA states reachable at token boundaries, in batches
@@ -151,7 +154,7 @@ class TokenDFA:
         table = np.zeros((num, vocab_size), np.int32)  # column default: dead (id 0)
         for s in order:
             table[remap[s], runner.tokens] = remap[rows[s]]
-        table[:, eos_id] = np.arange(num)
+        table[:, list(eos_ids)] = np.arange(num)[:, None]
         accepting = dfa.accepting[order]
 
         live = _reaches(table, accepting)
@@ -166,7 +169,7 @@ class TokenDFA:
         accepting = np.concatenate([[False], accepting[keep]])
         live = np.concatenate([[False], np.ones(len(keep), bool)])
         byte_state = np.concatenate([[dfa.dead], np.asarray(order)[keep]]).astype(np.int32)
-        return cls(table, accepting, live, start=start, dead=0, eos_id=eos_id, byte_state=byte_state)
+        return cls(table, accepting, live, start=start, dead=0, eos_id=eos_ids, byte_state=byte_state)
 
     def run(self, tokens, state: int | None = None) -> int:
         state = self.start if state is None else state
@@ -176,6 +179,14 @@ class TokenDFA:
 
     def __repr__(self) -> str:
         return f"TokenDFA({self.num_states} states x {self.table.shape[1]} tokens)"
+
+
+def _eos_list(eos_id) -> tuple[int, ...]:
+    """``eos_id`` (an int or a non-empty list of ints) as a tuple of ints, main id first."""
+    ids = (int(eos_id),) if np.ndim(eos_id) == 0 else tuple(int(i) for i in eos_id)
+    if not ids:
+        raise InputError("give at least one EOS id")
+    return ids
 
 
 def _reaches(table: np.ndarray, accepting: np.ndarray) -> np.ndarray:

@@ -155,6 +155,29 @@ def test_ban_and_regex_constrain_every_particle(checkpoint, capsys):
     assert len(texts) == 4 and all(set(t) <= set("acd .") for t in texts)
 
 
+@pytest.mark.slow  # two schema/grammar lifts and SMC compiles (~25 s)
+def test_grammar_and_json_schema_files(checkpoint, capsys, tmp_path):
+    import re
+
+    grammar = tmp_path / "g.lark"
+    grammar.write_text('start: " " WORD (" " WORD)~0..2 "."\nWORD: /[a-d]{1,3}/\n')
+    summary = run_json(capsys, ["--model", checkpoint, "--method", "smc", "--prompt", "the", "--grammar",
+                                str(grammar), "--n", "4", "--max-new-tokens", "16", "--show", "4", "--json"])
+    texts = [ex["completion"] for ex in summary["examples"]]
+    assert texts and all(re.fullmatch(r" [a-d]{1,3}( [a-d]{1,3}){0,2}\.", t) for t in texts)
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"a": {"enum": ["x", "y"]}},
+                                  "required": ["a"], "additionalProperties": False}))
+    summary = run_json(capsys, ["--model", checkpoint, "--method", "smc", "--prompt", "the", "--json-schema",
+                                str(schema), "--n", "4", "--max-new-tokens", "16", "--show", "4", "--json"])
+    texts = [ex["completion"] for ex in summary["examples"]]
+    assert texts and all(json.loads(t)["a"] in ("x", "y") for t in texts)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "string", "format": "email"}')
+    assert main(["--model", checkpoint, "--method", "smc", "--prompt", "the", "--json-schema", str(bad)]) == 2
+    assert "unsupported JSON Schema keyword 'format' at #" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # a transformer compile per method
 @pytest.mark.parametrize("method, extra", [
     ("power-mh", ["--block-size", "3", "--num-mcmc", "2"]),

@@ -72,3 +72,16 @@ def test_kernels_compared(model, capsys):
     out = load("kernels_compared").main(["--model", model, "--n", "4", "--max-new-tokens", "6", "--iterations", "4"])
     assert out["check"] and out["plain_tokens"] > 0 and len(out["rows"]) == 11
     assert "check (every method ran and spent tokens): ok" in capsys.readouterr().out
+@pytest.mark.slow  # a schema lifted to the tokenizer and one SMC sweep on the random model: ~15 s
+def test_json_extraction(model):
+    out = load("json_extraction").main(["--model", model, "--n", "8", "--max-new-tokens", "100", "--max-items", "1"])
+    mod = load("json_extraction")
+    assert out["check"] and all(mod.valid(t, 1) for t in out["live"])
+    assert out["live"], "some particle should finish a document within 100 tokens"
+
+
+@pytest.mark.slow  # a grammar lifted to the tokenizer and one SMC sweep on the random model: ~15 s
+def test_grammar(model):
+    out = load("grammar").main(["--model", model, "--n", "8", "--max-new-tokens", "100", "--steps", "1"])
+    assert out["check"] and out["live"], "some particle should finish within 100 tokens"
+    assert all(t.endswith(".") and " The answer is " in t for t in out["live"])
