@@ -11,6 +11,9 @@
 * :mod:`inference.variational` — learned proposals and twists: guides, objectives (ELBO,
   IWAE family, forward KL, trajectory balance, contrastive twists), the optax ``Trainer``,
   bounds on log Z.
+* :mod:`inference.records` — run records: ``save(result, path)`` / ``load(path)`` (also
+  ``result.save(path)``) and ``replay(record)``, which reruns and checks bit-identical output;
+  :mod:`inference.progress` — progress bars fed from inside compiled sweeps.
 
 >>> import jax
 >>> from genppl import models, ppl, inference
@@ -21,6 +24,7 @@
 (32,)
 """
 
-from . import mcmc, power, smc, variational
+from . import mcmc, power, progress, records, smc, variational
+from .records import load, replay, save
 
-__all__ = ["mcmc", "power", "smc", "variational"]
+__all__ = ["load", "mcmc", "power", "progress", "records", "replay", "save", "smc", "variational"]

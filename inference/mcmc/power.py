@@ -79,6 +79,23 @@ class PowerSamples(Samples):
     def tokens_per_sample(self) -> float:
         return float(np.mean(self.tokens_generated))
 
+    def _repr_html_(self) -> str:
+        from genppl import viz
+
+        return viz.samples_html(self, viz.figures.mh_traces if self.trace_accepted is not None else None)
+
+    def figure(self, path=None):
+        """MH acceptance per block and log-target traces (a matplotlib Figure)."""
+        from genppl import viz
+
+        return viz.figures.mh_traces(self, path)
+
+    def save(self, path, config: dict | None = None) -> None:
+        """Write a run record (:func:`inference.records.save`)."""
+        from .. import records
+
+        records.save(self, path, config)
+
     def __repr__(self) -> str:
         head = super().__repr__().split("\n")
         acc = "" if self.acceptance is None or not len(self.acceptance) else \
@@ -165,8 +182,12 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     state, (accepted, log_target) = _blockwise(kernel, lm, state, key, jnp.float32(alpha), block_size, int(num_mcmc))
     NonFiniteLogitsError.check("power_mcmc", jax.device_get(state.nonfinite))
     what = "independent MH" if isinstance(kernel.move, moves_lib.Independent) else "MH"
-    return to_samples(lm, state, alpha, accepted, log_target,
-                      f"blockwise {what} power sampling (alpha={alpha:g}, B={block_size}, N_MCMC={num_mcmc})")
+    out = to_samples(lm, state, alpha, accepted, log_target,
+                     f"blockwise {what} power sampling (alpha={alpha:g}, B={block_size}, N_MCMC={num_mcmc})")
+    out.provenance = {"function": "genppl.inference.mcmc.power_mcmc", "key": key, "n": n,
+                      "max_new_tokens": max_new_tokens, "alpha": alpha, "block_size": block_size,
+                      "num_mcmc": int(num_mcmc), "kernel": repr(kernel), "lm": lm}
+    return out
 
 
 def to_samples(lm: LanguageModel, state: MHState, alpha: float, accepted, log_target, method: str) -> PowerSamples:

@@ -8,6 +8,7 @@ import numpy as np
 from genppl.models.interface import InputError, NonFiniteLogitsError, as_key, check_positive_int
 from genppl.ppl.program import Program
 
+from .. import progress as progress_lib
 from .kernel import SMCKernel, build_kernel, init, sweep
 from .results import SMCResult
 from .steer import SteerKernel
@@ -17,13 +18,15 @@ from .steer import SteerKernel
 sweep_jit = jax.jit(sweep, static_argnums=0)
 
 
-def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SMCResult:
+def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, **kernel_options) -> SMCResult:
     """Run SMC on ``program`` with ``n`` particles until every particle has finished.
 
     kernel: a kernel from :func:`build_kernel` or :func:`steer.build_kernel` (or any hashable
     ``(key, state, program) -> (state, info)``); without one, ``kernel_options``
     (``resampling_fn``, ``proposal``, ``ess_threshold``, ``move``) build it. key: a PRNG key
-    or an int seed.
+    or an int seed. progress: a progress bar (tqdm auto) fed from inside the compiled sweep
+    (:mod:`inference.progress`); it appears only when the call lasts over two seconds.
+    The result keeps what :func:`inference.records.save` needs to write a replayable record.
 
     >>> import jax
     >>> from genppl import models, ppl, inference
@@ -46,9 +49,16 @@ def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SM
     for part in (kernel, getattr(kernel, "move", None)):  # a kernel or move may refuse a program
         if hasattr(part, "check"):
             part.check(program)
-    state, infos = sweep_jit(kernel, program, init(program, n), key)
-    check_faults(infos, describe(kernel))
-    return SMCResult.from_run(program, state, infos, method=describe(kernel))
+    what = describe(kernel)
+    steps = program.max_new_tokens
+    with progress_lib.bar(steps, "SMC", enabled=progress):
+        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if progress else kernel, program,
+                                 init(program, n), key)
+    check_faults(infos, what)
+    result = SMCResult.from_run(program, state, infos, method=what)
+    result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": key, "kernel": what,
+                         "program": program}
+    return result
 
 
 def describe(kernel) -> str:
