@@ -11,6 +11,7 @@ logits, ...) is printed as one line ``genppl: error: ...`` with exit code 2.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import sys
 import time
@@ -22,7 +23,7 @@ from genppl.models.interface import InputError
 from .config import RunConfig, parse_args
 from .methods import METHODS, encode_prompt, prepare
 
-__all__ = ["jobs", "main", "power_cost", "run"]
+__all__ = ["jobs", "main", "power_cost", "record_paths", "replay_recipe", "run", "write_record"]
 
 
 def jobs(config: RunConfig):
@@ -81,11 +82,14 @@ def run(config: RunConfig) -> dict:
     power_stats = collections.defaultdict(list)
     shown = []
     progress = _progress(work, config)
-    for text, score in progress:
+    paths = record_paths(config.record, len(work))
+    for index, (text, score) in enumerate(progress):
         key, sub = jax.random.split(key)
         started = time.perf_counter()
         out = method.run(session, encode_prompt(lm, text), sub)
         elapsed += time.perf_counter() - started
+        if paths:
+            write_record(out, config, text, sub, lm, paths[index])
         tokens += num_tokens(out)
         if method.power:
             for name, value in power_cost(out).items():
@@ -134,7 +138,45 @@ def run(config: RunConfig) -> dict:
         summary["alpha"] = config.alpha
         summary.update({name: round(float(np.mean(v)), 4) for name, v in power_stats.items()})
     summary["examples"] = [{"prompt": p, "completion": c} for p, c in shown]
+    if paths:
+        summary["records"] = [str(p) for p in paths]
     return summary
+
+
+# ---- run records (--record) ---------------------------------------------------------------
+def record_paths(path, prompts: int) -> list:
+    """Where ``--record PATH`` writes: PATH for one prompt, PATH.<i>.npz for several."""
+    from pathlib import Path
+
+    if path is None:
+        return []
+    path = Path(path)
+    if prompts == 1:
+        return [path]
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return [path.with_name(f"{stem}.{i}{path.suffix or '.npz'}") for i in range(prompts)]
+
+
+def write_record(out, config: RunConfig, prompt: str, key, lm, path) -> None:
+    """A record whose recipe, :func:`replay_recipe`, rebuilds this prompt's run."""
+    from genppl.inference import records
+
+    args = {"config": dataclasses.asdict(dataclasses.replace(config, record=None, json=False)), "prompt": prompt}
+    records.save(out, path, {"recipe": "genppl.cli.main:replay_recipe", "args": args}, key=key, lm=lm)
+
+
+def replay_recipe(args: dict):
+    """(lm, run) of a ``--record`` record: ``run(key)`` reruns its prompt."""
+    from genppl import models
+
+    fields = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in args["config"].items() if k in fields}
+    config = RunConfig(**values)
+    lm = models.load(config.model, dtype=config.dtype)
+    session = prepare(config, lm)
+    method = METHODS[config.method]
+    prompt_ids = encode_prompt(lm, args["prompt"])
+    return lm, lambda key: method.run(session, prompt_ids, key)
 
 
 def _progress(work, config: RunConfig):

@@ -139,13 +139,19 @@ def plain(value):
     return repr(value)
 
 
-def record_of(result, config: dict | None = None) -> RunRecord:
+def record_of(result, config: dict | None = None, *, key=None, lm=None) -> RunRecord:
     """The record of a result whose ``provenance`` says how it was made (results of
-    ``smc.run``, the kernels built on it, ``models.sample``, ``mcmc.power_mcmc``)."""
-    prov = getattr(result, "provenance", None)
-    if not prov:
+    ``smc.run``, the kernels built on it, ``models.sample``, ``mcmc.power_mcmc``); ``key``
+    and ``lm`` give or override the provenance's (a recipe record needs nothing else)."""
+    prov = dict(getattr(result, "provenance", None) or {})
+    if key is not None:
+        prov["key"] = key
+    if lm is not None:
+        prov.pop("program", None)
+        prov["lm"] = lm
+    if "key" not in prov or ("program" not in prov and "lm" not in prov):
         raise RecordError(f"this {type(result).__name__} does not say how it was made (no provenance): "
-                          "save results returned by genppl's run functions")
+                          "save results returned by genppl's run functions, or give key= and lm=")
     program, lm = prov.get("program"), prov.get("lm")
     lm = program.lm if program is not None else lm
     cfg = {k: plain(v) for k, v in prov.items() if k not in ("program", "lm", "key")}
@@ -165,9 +171,11 @@ def record_of(result, config: dict | None = None) -> RunRecord:
                      log_z=None if log_z is None else float(log_z), arrays=arrays)
 
 
-def save(result, path, config: dict | None = None) -> RunRecord:
-    """Write the record of ``result`` (or a :class:`RunRecord`) to ``path`` (.npz); returns it."""
-    record = result if isinstance(result, RunRecord) else record_of(result, config)
+def save(result, path, config: dict | None = None, *, key=None, lm=None) -> RunRecord:
+    """Write the record of ``result`` (or a :class:`RunRecord`) to ``path`` (.npz); returns it.
+    config: extra JSON configuration to keep (a ``recipe`` makes the record self-replaying);
+    key, lm: see :func:`record_of`."""
+    record = result if isinstance(result, RunRecord) else record_of(result, config, key=key, lm=lm)
     path = Path(path)
     meta = json.dumps(record.meta())
     with open(path, "wb") as f:  # np.savez on a file object: the name is kept as given
@@ -226,6 +234,8 @@ def replay(record, *, program=None, kernel=None, lm=None):
         recipe_lm, run = getattr(importlib.import_module(module), name)(cfg["args"])
         check_checkpoint(record, recipe_lm)
         result = run(key)
+        compare(record, record_of(result, key=key, lm=recipe_lm))
+        return result
     elif cfg.get("function") == "genppl.inference.smc.run":
         if program is None:
             raise RecordError("this record of smc.run needs the program it ran: replay(record, program=...)")

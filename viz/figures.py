@@ -81,8 +81,8 @@ def genealogy(result, path=None, *, max_particles: int = 64):
             cols.append((0.12, 0.3, 0.6, 0.9) if alive[t + 1, i] else (0.6, 0.6, 0.6, 0.35))
     ax.add_collection(LineCollection(segs, colors=cols, linewidths=0.9))
     resampled = np.asarray(getattr(result, "resampled", np.zeros(steps, bool)), bool)
-    for t in np.flatnonzero(resampled):
-        ax.axvspan(t + 0.5, t + 1.5, color="orange", alpha=0.15, lw=0)
+    for t in np.flatnonzero(resampled):  # step t+1 resampled the particles after step t
+        ax.axvspan(t, t + 1, color="orange", alpha=0.15, lw=0)
     ax.scatter(np.full(shown, steps), np.arange(shown), s=8 + 120 * w[:shown], color="crimson", zorder=3)
     ax.set(xlim=(-0.5, steps + 0.5), ylim=(-1, shown), xlabel="step", ylabel="particle",
            title=f"genealogy ({int(resampled.sum())} resamplings shaded; dark: lineages of weighted particles)")
@@ -101,8 +101,10 @@ def weight_traces(result, path=None):
     ax = axes[0]
     ax.plot(steps, ess, marker=".", color="tab:blue")
     resampled = np.asarray(getattr(result, "resampled", np.zeros(len(ess), bool)), bool)
-    if resampled.any():
-        ax.scatter(steps[resampled], ess[resampled], color="orange", zorder=3, label="resampled after")
+    after = np.flatnonzero(resampled) - 1  # step t+1 resamples on the ESS after step t
+    after = after[after >= 0]
+    if after.size:
+        ax.scatter(steps[after], ess[after], color="orange", zorder=3, label="resampled after this step")
         ax.legend(loc="lower left", fontsize=8)
     ax.set(xlabel="step", ylabel="ESS", ylim=(0, n * 1.05), title="effective sample size")
     if panels == 2:
