@@ -53,17 +53,19 @@ class GenealogyView:
         return [int(i) for i in np.flatnonzero(self.alive[t + 1] & (self.ancestors[t] == slot))]
 
     def node(self, t: int, slot: int) -> dict:
-        """{"step", "slot", "until", "children" | "particle"}; chains without branching are
-        collapsed into one node."""
+        """{"step", "first", "slot", "until", "children" | "particle"}: from slot ``first``
+        after step ``step`` down to slot ``slot`` after step ``until``, where it branches;
+        chains without branching are collapsed into one node."""
         steps = self.ancestors.shape[0]
-        start = t
+        start, first = t, slot
         kids = self.children(t, slot) if t < steps else []
         while t < steps and len(kids) == 1:
             t, slot = t + 1, kids[0]
             kids = self.children(t, slot) if t < steps else []
         if t == steps:
-            return {"step": start, "until": t, "particle": slot}
-        return {"step": start, "until": t, "slot": slot, "children": [self.node(t + 1, k) for k in kids]}
+            return {"step": start, "first": first, "until": t, "particle": slot}
+        return {"step": start, "first": first, "until": t, "slot": slot,
+                "children": [self.node(t + 1, k) for k in kids]}
 
     def tree(self) -> list[dict]:
         roots = np.flatnonzero(self.alive[0])
@@ -118,12 +120,8 @@ class GenealogyView:
         steps, n = self.ancestors.shape
         return f"<GenealogyView {n} particles, {steps} steps, {len(self.tree())} surviving roots>"
 
-    def treescope(self):
-        """The tree as nested dicts rendered by treescope (``pip install treescope``)."""
-        try:
-            import treescope
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError("the treescope view needs treescope: pip install treescope") from err
+    def as_dicts(self) -> list[dict]:
+        """The tree as nested plain dicts (what :meth:`treescope` renders)."""
 
         def plain(node):
             if "particle" in node:
@@ -134,4 +132,12 @@ class GenealogyView:
             return {"slot": node["slot"], "steps": (node["step"], node["until"]),
                     "children": [plain(c) for c in node["children"]]}
 
-        return treescope.render_to_html([plain(r) for r in self.tree()], roundtrip_mode=False)
+        return [plain(r) for r in self.tree()]
+
+    def treescope(self) -> str:
+        """HTML of the tree rendered by treescope (``pip install treescope``): foldable nodes."""
+        try:
+            import treescope
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError("the treescope view needs treescope: pip install treescope") from err
+        return treescope.render_to_html(self.as_dicts(), roundtrip_mode=False)
