@@ -8,14 +8,16 @@ manager (the one piece of module state, scoped like numpyro's handler stack), so
 itself holds no bar and stays hashable: equal wrappers share one compiled sweep. A callback
 that arrives while no bar is open does nothing.
 
-Bars are tqdm's ``auto`` bars (a widget in notebooks, text in terminals) and appear only
-after ``delay`` seconds, so short calls print nothing.
+Bars are tqdm's ``auto`` bars (a widget in notebooks with ipywidgets, text in terminals)
+and appear only after ``DELAY`` seconds, so short calls print nothing; nothing is drawn
+when stderr is neither a terminal nor a Jupyter kernel (logs, captured output).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 from typing import Callable
 
 import jax
@@ -32,7 +34,7 @@ _open_bars: list = []
 @contextlib.contextmanager
 def bar(total: int, desc: str, enabled: bool = True, unit: str = "step"):
     """Open a tqdm auto bar that :class:`Reporting` kernels update; completes it on exit."""
-    if not enabled:
+    if not enabled or not interactive():
         yield None
         return
     from tqdm.auto import tqdm
@@ -44,6 +46,12 @@ def bar(total: int, desc: str, enabled: bool = True, unit: str = "step"):
     finally:
         _open_bars.remove(b)
         b.close()
+
+
+def interactive() -> bool:
+    """Whether someone watches: a terminal on stderr, or a Jupyter kernel (logs and captured
+    output get no bars)."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
 
 
 def emit(step) -> None:

@@ -244,11 +244,13 @@ def replay(record, *, program=None, kernel=None, lm=None):
             raise RecordError("this program differs from the recorded one (prompt, potential tables or "
                               "max_new_tokens): pass the program the record was made with")
         from . import smc
+        from .smc.run import describe
 
-        result = smc.run(program, cfg["n"], key, kernel=kernel)
-        if result.provenance["kernel"] != cfg["kernel"]:
+        kernel = smc.build_kernel() if kernel is None else kernel
+        if describe(kernel) != cfg["kernel"]:
             raise RecordError(f"the kernel differs from the recorded one (recorded {cfg['kernel']!r}, "
-                              f"here {result.provenance['kernel']!r}): pass kernel=")
+                              f"here {describe(kernel)!r}): pass the recorded kernel as kernel=")
+        result = smc.run(program, cfg["n"], key, kernel=kernel)
     elif cfg.get("function") == "genppl.models.sample":
         lm = program.lm if lm is None and program is not None else lm
         if lm is None:
