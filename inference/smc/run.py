@@ -25,7 +25,8 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     ``(key, state, program) -> (state, info)``); without one, ``kernel_options``
     (``resampling_fn``, ``proposal``, ``ess_threshold``, ``move``) build it. key: a PRNG key
     or an int seed. progress: a progress bar (tqdm auto) fed from inside the compiled sweep
-    (:mod:`inference.progress`); it appears only when the call lasts over two seconds.
+    (:mod:`inference.progress`) when stderr is a terminal or a notebook; it appears only when
+    the call lasts over two seconds.
     The result keeps what :func:`inference.records.save` needs to write a replayable record.
 
     >>> import jax
@@ -51,8 +52,11 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
             part.check(program)
     what = describe(kernel)
     steps = program.max_new_tokens
-    with progress_lib.bar(steps, "SMC", enabled=progress):
-        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if progress else kernel, program,
+    # report only when someone watches (a terminal or a notebook): elsewhere the compiled
+    # sweep is the plain one, without callbacks
+    report = bool(progress) and progress_lib.interactive()
+    with progress_lib.bar(steps, "SMC", enabled=report):
+        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if report else kernel, program,
                                  init(program, n), key)
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
