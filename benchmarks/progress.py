@@ -12,7 +12,13 @@ at ESS < N/2) is swept three ways, interleaved, after one warm-up call each (whi
   (every ``T // 25`` steps), with a bar open on the host, as ``smc.run`` does by default;
 * every step: the same with a callback at every step (the worst case).
 
-The order of the three calls rotates between repeats.
+The order of the calls rotates between repeats.
+
+Because wall times on a shared machine are noisy, a second part measures the cost of one
+callback directly: a compiled loop of 2000 trivial steps with a callback at every step
+against the same loop without, CPU microseconds per callback (median over repeats); times
+the number of callbacks per sweep, over the plain sweep's CPU time, this is the projected
+overhead of the default rate.
 
 Each call is timed to ``block_until_ready`` plus ``jax.effects_barrier`` (so the host side of
 the callbacks is included), in wall time and in this process's CPU time (every thread; what
@@ -48,7 +54,7 @@ def main(argv=None) -> dict:
     kernel = smc.build_kernel()
     sweep = jax.jit(smc.sweep, static_argnums=0)
     variants = {"plain": kernel, "reporting (default rate)": progress.reporting(kernel, T),
-                "every step": progress.Reporting(kernel, 1)}
+                "every step": progress.Reporting(kernel, 1), "every T/4 steps": progress.Reporting(kernel, max(1, T // 4))}
     state = smc.init(program, args.n)
 
     def call(k, key):
@@ -74,7 +80,7 @@ def main(argv=None) -> dict:
     updates = {}
     names = list(variants)
     for r in range(args.repeats):
-        for name in names[r % 3:] + names[:r % 3]:  # rotate the order: no variant always goes first
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order: no variant always goes first
             k = variants[name]
             seconds, cpu_seconds, seen = call(k, jax.random.key(r + 1))
             times[name].append(seconds)
@@ -94,7 +100,49 @@ def main(argv=None) -> dict:
                       "overheads": over, "bar_reached": updates[name]}
         print(f"{name:26s} {stats[0]:11.4f} {stats[1]:9.4f} {stats[2]:10.4f} {stats[3]:8.4f}   "
               + " / ".join(f"{100 * o:+.2f}%" for o in over) + f"   bar at {updates[name]}/{T}")
+    rows["callback"] = callback_cost(args.repeats)
+    cost = rows["callback"]["cpu_us_per_callback"]
+    calls = T // progress.report_every(T)
+    base = statistics.median(cpu["plain"])
+    print(f"one callback costs {cost:.1f} us of CPU (median over repeats of a 2000-step loop); the default rate "
+          f"makes {calls} callbacks per sweep: {calls * cost / 1e6:.5f} s = {100 * calls * cost / 1e6 / base:.3f}% "
+          f"of the plain sweep's {base:.3f} s CPU")
     return rows
+
+
+def callback_cost(repeats: int, steps: int = 2000) -> dict:
+    """CPU (and wall) microseconds per host callback, from a compiled loop of ``steps`` trivial
+    steps with a callback at every step against the same loop without (bar open, as in a run)."""
+    from tqdm import tqdm
+
+    def loop(with_callback):
+        def body(x, i):
+            if with_callback:
+                jax.debug.callback(progress.emit, i)
+            return x * 1.0000001 + 1.0, None
+
+        return jax.jit(lambda x: jax.lax.scan(body, x, jax.numpy.arange(steps))[0])
+
+    fns = {True: loop(True), False: loop(False)}
+    bar = tqdm(total=steps, file=io.StringIO(), mininterval=0)
+    progress._open_bars.append(bar)
+    try:
+        for f in fns.values():
+            jax.block_until_ready(f(0.0))
+        cpu, wall = {True: [], False: []}, {True: [], False: []}
+        for _ in range(repeats):
+            for flag, f in fns.items():
+                bar.n = 0
+                t0, c0 = time.perf_counter(), time.process_time()
+                jax.block_until_ready(f(0.0))
+                jax.effects_barrier()
+                wall[flag].append(time.perf_counter() - t0)
+                cpu[flag].append(time.process_time() - c0)
+    finally:
+        progress._open_bars.remove(bar)
+        bar.close()
+    per = lambda d: 1e6 * (statistics.median(d[True]) - statistics.median(d[False])) / steps
+    return {"cpu_us_per_callback": per(cpu), "wall_us_per_callback": per(wall)}
 
 
 if __name__ == "__main__":
