@@ -10,7 +10,10 @@ at ESS < N/2) is swept three ways, interleaved, after one warm-up call each (whi
 * plain: the jitted sweep of the kernel (``smc.run(..., progress=False)``);
 * reporting: the kernel wrapped in ``inference.progress.Reporting`` at the default rate
   (every ``T // 25`` steps), with a bar open on the host, as ``smc.run`` does by default;
-* every step: the same with a callback at every step (the worst case).
+* every step: the same with a callback at every step (the worst case);
+* every T/4 steps: 4 callbacks per sweep;
+* never fires: the callback is compiled into the loop but its condition is never true (what
+  having a host callback in the program costs by itself).
 
 The order of the calls rotates between repeats.
 
@@ -54,7 +57,8 @@ def main(argv=None) -> dict:
     kernel = smc.build_kernel()
     sweep = jax.jit(smc.sweep, static_argnums=0)
     variants = {"plain": kernel, "reporting (default rate)": progress.reporting(kernel, T),
-                "every step": progress.Reporting(kernel, 1), "every T/4 steps": progress.Reporting(kernel, max(1, T // 4))}
+                "every step": progress.Reporting(kernel, 1), "every T/4 steps": progress.Reporting(kernel, max(1, T // 4)),
+                "never fires": progress.Reporting(kernel, 10 * T)}
     state = smc.init(program, args.n)
 
     def call(k, key):
