@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
 
         sink = io.StringIO()  # the bar's host work is real, its output goes nowhere
         bar = tqdm(total=T, file=sink, mininterval=0)
-        progress._open_bars.append(bar)
+        progress.open_bars.append(bar)
         try:
             t0, c0 = time.perf_counter(), time.process_time()
             out = sweep(k, program, state, key)
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
             jax.effects_barrier()
             return time.perf_counter() - t0, time.process_time() - c0, bar.n
         finally:
-            progress._open_bars.remove(bar)
+            progress.open_bars.remove(bar)
             bar.close()
 
     for name, k in variants.items():  # warm-up: compile each
@@ -129,7 +129,7 @@ def callback_cost(repeats: int, steps: int = 2000) -> dict:
 
     fns = {True: loop(True), False: loop(False)}
     bar = tqdm(total=steps, file=io.StringIO(), mininterval=0)
-    progress._open_bars.append(bar)
+    progress.open_bars.append(bar)
     try:
         for f in fns.values():
             jax.block_until_ready(f(0.0))
@@ -143,7 +143,7 @@ def callback_cost(repeats: int, steps: int = 2000) -> dict:
                 wall[flag].append(time.perf_counter() - t0)
                 cpu[flag].append(time.process_time() - c0)
     finally:
-        progress._open_bars.remove(bar)
+        progress.open_bars.remove(bar)
         bar.close()
     per = lambda d: 1e6 * (statistics.median(d[True]) - statistics.median(d[False])) / steps
     return {"cpu_us_per_callback": per(cpu), "wall_us_per_callback": per(wall)}

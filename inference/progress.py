@@ -23,12 +23,14 @@ from typing import Callable
 import jax
 import numpy as np
 
-__all__ = ["DELAY", "Reporting", "bar", "reporting", "report_every"]
+__all__ = ["DELAY", "Reporting", "bar", "emit", "interactive", "open_bars", "report_every", "reporting"]
 
 #: seconds before a bar appears (calls shorter than this show nothing)
 DELAY = 2.0
 
-_open_bars: list = []
+#: the open bars, innermost last (pushed and popped by :func:`bar`; a benchmark may push its own)
+#: the open bars, innermost last (pushed and popped by :func:`bar`; a benchmark may push its own)
+open_bars: list = []
 
 
 @contextlib.contextmanager
@@ -40,11 +42,11 @@ def bar(total: int, desc: str, enabled: bool = True, unit: str = "step"):
     from tqdm.auto import tqdm
 
     b = tqdm(total=total, desc=desc, unit=unit, delay=DELAY, leave=False)
-    _open_bars.append(b)
+    open_bars.append(b)
     try:
         yield b
     finally:
-        _open_bars.remove(b)
+        open_bars.remove(b)
         b.close()
 
 
@@ -56,9 +58,9 @@ def interactive() -> bool:
 
 def emit(step) -> None:
     """Host side of the callback: move the innermost open bar to ``step``."""
-    if not _open_bars:
+    if not open_bars:
         return
-    b = _open_bars[-1]
+    b = open_bars[-1]
     done = int(np.max(np.asarray(step)))  # under vmap the callback sees one step per run
     if done > b.n:
         b.update(min(done, b.total or done) - b.n)
