@@ -29,7 +29,6 @@ __all__ = ["DELAY", "Reporting", "bar", "emit", "interactive", "open_bars", "rep
 DELAY = 2.0
 
 #: the open bars, innermost last (pushed and popped by :func:`bar`; a benchmark may push its own)
-#: the open bars, innermost last (pushed and popped by :func:`bar`; a benchmark may push its own)
 open_bars: list = []
 
 
