@@ -57,9 +57,10 @@ def interactive() -> bool:
 
 def emit(step) -> None:
     """Host side of the callback: move the innermost open bar to ``step``."""
-    if not open_bars:
+    try:
+        b = open_bars[-1]
+    except IndexError:  # no bar open (or it just closed)
         return
-    b = open_bars[-1]
     done = int(np.max(np.asarray(step)))  # under vmap the callback sees one step per run
     if done > b.n:
         b.update(min(done, b.total or done) - b.n)

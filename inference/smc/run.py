@@ -58,6 +58,9 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     with progress_lib.bar(steps, "SMC", enabled=report):
         state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if report else kernel, program,
                                  init(program, n), key)
+        if report:  # keep the bar open until the sweep and its callbacks are done
+            jax.block_until_ready((state, infos))
+            jax.effects_barrier()
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
     result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": key, "kernel": what,
