@@ -13,9 +13,7 @@ at ESS < N/2) is swept three ways, interleaved, after one warm-up call each (whi
 * every step: the same with a callback at every step (the worst case);
 * every T/4 steps: 4 callbacks per sweep;
 * never fires: the callback is compiled into the loop but its condition is never true (what
-  having a host callback in the program costs by itself);
-* chunked: ``inference.progress.chunked_sweep``, what ``smc.run`` does when someone watches:
-  the same steps as 8 compiled chunks of 8 steps, the bar updated between chunks.
+  having a host callback in the program costs by itself).
 
 The order of the calls rotates between repeats.
 
@@ -63,9 +61,6 @@ def main(argv=None) -> dict:
                 "never fires": progress.Reporting(kernel, 10 * T)}
     state = smc.init(program, args.n)
 
-    sweep_keys = jax.jit(smc.sweep_keys, static_argnums=0)
-    variants["chunked (8 chunks, smc.run's)"] = "chunked"
-
     def call(k, key):
         from tqdm import tqdm
 
@@ -74,8 +69,7 @@ def main(argv=None) -> dict:
         progress.open_bars.append(bar)
         try:
             t0, c0 = time.perf_counter(), time.process_time()
-            out = (progress.chunked_sweep(sweep_keys, kernel, program, state, key, T) if k == "chunked"
-                   else sweep(k, program, state, key))
+            out = sweep(k, program, state, key)
             jax.block_until_ready(out)
             jax.effects_barrier()
             return time.perf_counter() - t0, time.process_time() - c0, bar.n

@@ -1,20 +1,12 @@
-"""Progress bars for long calls, including one long compiled sweep.
+"""Progress bars for long calls, including one compiled sweep reporting from inside.
 
-A compiled ``lax.scan`` cannot hold a Python progress bar. Two ways to report from a sweep:
-
-* :func:`chunked_sweep` (what ``smc.run`` uses): the same steps as one sweep, run as a few
-  compiled chunks (``smc.sweep_keys`` over consecutive slices of the step keys, so the output
-  is bit-identical), the bar advancing between chunks; it also stops early once every
-  particle has finished. No callback in the compiled program.
-* :class:`Reporting`: a kernel wrapper that, every ``every`` steps, sends the step number to
-  the host with ``jax.debug.callback`` from inside the compiled loop. Measured on CPU
-  (benchmarks/progress.py) a firing callback costs far more inside the SMC sweep than its
-  ~80 µs in a trivial loop, so it is offered, not the default.
-
-The host side is the bar opened by :func:`bar`; bars form a stack pushed and popped only by
-that context manager (the one piece of module state, scoped like numpyro's handler stack), so
-a :class:`Reporting` wrapper holds no bar and stays hashable: equal wrappers share one
-compiled sweep. A callback that arrives while no bar is open does nothing.
+A compiled ``lax.scan`` cannot hold a Python progress bar, so :class:`Reporting` wraps an SMC
+kernel and, every ``every`` steps, sends the step number to the host with
+``jax.debug.callback`` (unordered: the device does not wait for the host). The host side is
+the bar opened by :func:`bar`; bars form a stack pushed and popped only by that context
+manager (the one piece of module state, scoped like numpyro's handler stack), so the wrapper
+itself holds no bar and stays hashable: equal wrappers share one compiled sweep. A callback
+that arrives while no bar is open does nothing.
 
 Bars are tqdm's ``auto`` bars (a widget in notebooks with ipywidgets, text in terminals)
 and appear only after ``DELAY`` seconds, so short calls print nothing; nothing is drawn
@@ -31,11 +23,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-__all__ = ["CHUNKS", "DELAY", "Reporting", "bar", "chunk_sizes", "chunked_sweep", "emit", "interactive", "open_bars",
-           "report_every", "reporting"]
-
-#: how many compiled chunks :func:`chunked_sweep` splits a sweep into
-CHUNKS = 8
+__all__ = ["DELAY", "Reporting", "bar", "emit", "interactive", "open_bars", "report_every", "reporting"]
 
 #: seconds before a bar appears (calls shorter than this show nothing)
 DELAY = 2.0
@@ -107,37 +95,3 @@ class Reporting:
 def reporting(kernel: Callable, total_steps: int) -> Reporting:
     """``kernel`` wrapped to report about 25 times over a sweep of ``total_steps`` steps."""
     return Reporting(kernel, report_every(total_steps))
-
-
-def chunk_sizes(total: int, chunks: int = CHUNKS) -> list[int]:
-    """Sizes of at most ``chunks`` consecutive pieces of ``total`` steps (at most two distinct
-    sizes, so at most two compiled programs)."""
-    size = -(-int(total) // max(1, int(chunks)))
-    return [size] * (total // size) + ([total % size] if total % size else [])
-
-
-def chunked_sweep(sweep_keys, kernel, program, state, key, steps: int, chunks: int = CHUNKS, desc: str = "SMC"):
-    """``sweep(kernel, program, state, key)`` in ``chunks`` compiled pieces with a bar.
-
-    sweep_keys: a jitted ``smc.sweep_keys`` (kernel static). The step keys are
-    ``jax.random.split(key, steps)``, as in ``smc.sweep``, so the result is the same; once
-    every particle has finished (and the kernel has no move, which could un-finish them) the
-    remaining steps would be idle and are skipped. Returns (state, infos stacked over the
-    steps run)."""
-    import jax.numpy as jnp
-
-    keys = jax.random.split(key, steps)
-    has_move = getattr(kernel, "move", None) is not None
-    infos, start = [], 0
-    with bar(steps, desc) as b:
-        for size in chunk_sizes(steps, chunks):
-            state, info = sweep_keys(kernel, program, state, keys[start:start + size])
-            infos.append(info)
-            start += size
-            done = int(state.step)  # waits for the chunk
-            if b is not None and done > b.n:
-                b.update(done - b.n)
-            finished = bool(jnp.all(state.particles.done)) or not bool(jnp.isfinite(jax.nn.logsumexp(state.logw)))
-            if finished and not has_move:
-                break
-    return state, jax.tree.map(lambda *parts: jnp.concatenate(parts), *infos)

@@ -18,7 +18,7 @@ Building blocks (blackjax style): :func:`init` and :func:`build_kernel` (a pure
 """
 
 from . import resampling, steer
-from .kernel import SMCInfo, SMCKernel, SMCState, build_kernel, finish_step, init, sweep, sweep_keys
+from .kernel import SMCInfo, SMCKernel, SMCState, build_kernel, finish_step, init, sweep
 from .particle_filter import reward_particle_filter
 from .resampling import ess, log_mean_exp, multinomial, residual, stratified, systematic
 from .results import SMCResult
@@ -27,5 +27,5 @@ from .run import run
 __all__ = [
     "SMCInfo", "SMCKernel", "SMCResult", "SMCState", "build_kernel", "ess", "finish_step", "init",
     "log_mean_exp", "multinomial", "residual", "resampling", "reward_particle_filter", "run",
-    "steer", "stratified", "sweep", "sweep_keys", "systematic",
+    "steer", "stratified", "sweep", "systematic",
 ]

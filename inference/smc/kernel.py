@@ -135,15 +135,8 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
     Pure and traceable (jit or vmap it yourself; :func:`run` jits it). Returns the final state
     and the infos stacked over ``max_new_tokens`` steps, each with the step's log-weights
     (``info.logw``); steps after the end repeat nothing (``ess`` NaN, ``resampled`` False).
-    The step keys are ``jax.random.split(key, max_new_tokens)``: :func:`sweep_keys` over
-    consecutive slices of them gives the same sweep in pieces.
     """
-    return sweep_keys(kernel, program, state, jax.random.split(key, program.max_new_tokens))
-
-
-def sweep_keys(kernel: Callable, program: Program, state: SMCState, keys) -> tuple[SMCState, SMCInfo]:
-    """The steps of :func:`sweep` for the step keys ``keys`` [k] (k steps, or idle steps once
-    every particle has finished)."""
+    steps = program.max_new_tokens
     n = state.logw.shape[0]
     idle = SMCInfo(ancestors=jnp.arange(n, dtype=jnp.int32), ess=jnp.float32(jnp.nan),
                    resampled=jnp.zeros((), bool), log_z_increment=jnp.float32(0.0),
@@ -162,4 +155,4 @@ def sweep_keys(kernel: Callable, program: Program, state: SMCState, keys) -> tup
         state, info = jax.lax.cond(live, step, lambda s: (s, idle), state)
         return state, info.replace(logw=state.logw)
 
-    return jax.lax.scan(body, state, keys)
+    return jax.lax.scan(body, state, jax.random.split(key, steps))

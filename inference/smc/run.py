@@ -9,14 +9,13 @@ from genppl.models.interface import InputError, NonFiniteLogitsError, as_key, ch
 from genppl.ppl.program import Program
 
 from .. import progress as progress_lib
-from .kernel import SMCKernel, build_kernel, init, sweep, sweep_keys
+from .kernel import SMCKernel, build_kernel, init, sweep
 from .results import SMCResult
 from .steer import SteerKernel
 
 # the kernel is a hashable configuration; the program (LM weights, prompt, potential tables)
 # and the state are traced, so new prompts and equal-shaped potentials reuse the program
 sweep_jit = jax.jit(sweep, static_argnums=0)
-sweep_keys_jit = jax.jit(sweep_keys, static_argnums=0)
 
 
 def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, **kernel_options) -> SMCResult:
@@ -25,10 +24,9 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     kernel: a kernel from :func:`build_kernel` or :func:`steer.build_kernel` (or any hashable
     ``(key, state, program) -> (state, info)``); without one, ``kernel_options``
     (``resampling_fn``, ``proposal``, ``ess_threshold``, ``move``) build it. key: a PRNG key
-    or an int seed. progress: a progress bar (tqdm auto) when stderr is a terminal or a
-    notebook, appearing only when the call lasts over two seconds: the sweep then runs as a
-    few compiled chunks of steps, the bar advancing between them (bit-identical to the single
-    sweep; :func:`inference.progress.chunked_sweep`).
+    or an int seed. progress: a progress bar (tqdm auto) fed from inside the compiled sweep
+    (:mod:`inference.progress`) when stderr is a terminal or a notebook; it appears only when
+    the call lasts over two seconds.
     The result keeps what :func:`inference.records.save` needs to write a replayable record.
 
     >>> import jax
@@ -54,11 +52,15 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
             part.check(program)
     what = describe(kernel)
     steps = program.max_new_tokens
-    # report only when someone watches (a terminal or a notebook); elsewhere one compiled sweep
-    if bool(progress) and progress_lib.interactive():
-        state, infos = progress_lib.chunked_sweep(sweep_keys_jit, kernel, program, init(program, n), key, steps)
-    else:
-        state, infos = sweep_jit(kernel, program, init(program, n), key)
+    # report only when someone watches (a terminal or a notebook): elsewhere the compiled
+    # sweep is the plain one, without callbacks
+    report = bool(progress) and progress_lib.interactive()
+    with progress_lib.bar(steps, "SMC", enabled=report):
+        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if report else kernel, program,
+                                 init(program, n), key)
+        if report:  # keep the bar open until the sweep and its callbacks are done
+            jax.block_until_ready((state, infos))
+            jax.effects_barrier()
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
     result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": key, "kernel": what,

@@ -30,39 +30,16 @@ def test_progress_reaches_the_bar_and_changes_nothing(tabular_program, tabular_r
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
     monkeypatch.setattr(progress, "interactive", lambda: True)
     Recorder.made.clear()
-    again = smc.run(tabular_program, 16, key=3, kernel=KERNEL)     # in chunks, with a bar
+    again = smc.run(tabular_program, 16, key=3, kernel=KERNEL)     # the fixture's compiled sweep
+    jax.effects_barrier()
     (bar,) = Recorder.made
-    # 6 steps in chunks of 1: the bar saw every step the sweep took, then was closed
-    assert progress.chunk_sizes(6) == [1] * 6
+    # every=1 for 6 steps: the bar saw the steps the sweep took, then was closed
     assert bar.total == 6 and bar.closed and bar.n == len(tabular_run.ess)
     quiet = smc.run(tabular_program, 16, key=3, kernel=KERNEL, progress=False)
     assert len(Recorder.made) == 1                                   # progress=False: no bar
     for other in (again, quiet):
         assert other.log_weights.tobytes() == tabular_run.log_weights.tobytes()
         assert other.token_ids == tabular_run.token_ids
-
-
-def test_chunk_sizes():
-    assert progress.chunk_sizes(64) == [8] * 8 and progress.chunk_sizes(97) == [13] * 7 + [6]
-    assert sum(progress.chunk_sizes(5, 8)) == 5
-
-
-# slow: compiles one more sweep (the in-loop callback variant, not smc.run's default)
-@pytest.mark.slow
-def test_reporting_kernel_feeds_the_bar_from_inside_the_loop(tabular_program, tabular_run, monkeypatch):
-    import jax
-
-    monkeypatch.setattr(progress, "interactive", lambda: True)
-    monkeypatch.setattr("tqdm.auto.tqdm", Recorder)
-    Recorder.made.clear()
-    sweep = jax.jit(smc.sweep, static_argnums=0)
-    with progress.bar(6, "test") as bar:
-        state, infos = sweep(progress.Reporting(KERNEL, 1), tabular_program, smc.init(tabular_program, 16),
-                             jax.random.key(3))
-        jax.block_until_ready(state)
-        jax.effects_barrier()
-        assert bar.n == int(state.step) == len(tabular_run.ess)
-    assert state.logw.tobytes() == jax.numpy.asarray(tabular_run.log_weights, jax.numpy.float32).tobytes()
 
 
 def test_reporting_wrapper():
