@@ -4,9 +4,9 @@ kernel (nbclient + ipykernel); any cell error fails the test.
 The notebooks are jupytext percent-format ``.py`` files (diffable, no outputs in git);
 jupytext turns each into a notebook, and nbclient runs it in a kernel started with *this*
 Python (a kernelspec written to a temporary JUPYTER_PATH), so the kernel imports the genppl
-under test. Each notebook runs the bundled model for 39-118 s on a shared 2-core CPU (kernel
-start, imports, compilation; 7 min 41 s for all seven at load average 9), so they are in the
-slow suite; the default suite only checks that every notebook parses and that the gallery
+under test. Each notebook runs the bundled model for 15-45 s on a shared 2-core CPU (kernel
+start, imports, compilation; 3 min 17 s for all seven at load average 4.5, 7 min 41 s at load
+average 9), so they are in the slow suite; the default suite only checks that every notebook parses and that the gallery
 lists them all.
 """
 
