@@ -9,7 +9,7 @@ at ESS < N/2) is swept three ways, interleaved, after one warm-up call each (whi
 
 * plain: the jitted sweep of the kernel (``smc.run(..., progress=False)``);
 * reporting: the kernel wrapped in ``inference.progress.Reporting`` at the default rate
-  (every ``T // 25`` steps), with a bar open on the host, as ``smc.run`` does by default;
+  (every ``T // 8`` steps), with a bar open on the host, as ``smc.run`` does by default;
 * every step: the same with a callback at every step (the worst case);
 * every T/4 steps: 4 callbacks per sweep;
 * never fires: the callback is compiled into the loop but its condition is never true (what

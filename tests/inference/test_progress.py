@@ -47,4 +47,4 @@ def test_reporting_wrapper():
     assert wrapped == progress.Reporting(KERNEL, 3) and hash(wrapped) == hash(progress.Reporting(KERNEL, 3))
     assert wrapped.move is None
     progress.emit(3)                                   # no bar open: ignored
-    assert progress.report_every(96) == 3 and progress.report_every(4) == 1
+    assert progress.report_every(96) == 12 and progress.report_every(4) == 1
