@@ -75,6 +75,7 @@ class RunConfig:
     seed: int = 0
     show: int = 3
     json: bool = False
+    record: str | None = None         # --record PATH: a replayable run record per prompt
     # sample
     temperature: float | None = None
     top_k: int | None = None
@@ -168,6 +169,9 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--show", type=int, default=3, help="samples to print")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--record", metavar="PATH", default=None,
+                   help="write a run record (.npz) that genppl.inference.replay reruns and checks; with "
+                        "several prompts, one file per prompt (PATH.0.npz, PATH.1.npz, ...)")
     sample = p.add_argument_group("plain sampling (sample)")
     sample.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 1)")
     sample.add_argument("--top-k", type=int, default=None)
@@ -282,7 +286,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     values = {"method": args.method, "model": args.model, "dtype": args.dtype, "task": task, "prompt": args.prompt,
               "problems": 1 if args.prompt is not None else (16 if args.problems is None else args.problems),
               "n": args.n, "max_new_tokens": args.max_new_tokens, "seed": args.seed, "show": args.show,
-              "json": bool(args.json)}
+              "json": bool(args.json), "record": args.record}
     for name in ("problems", "n", "max_new_tokens"):
         if values[name] is not None and values[name] < 1:
             raise InputError(f"{flag(name)} must be a positive integer, got {values[name]}")

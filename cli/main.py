@@ -12,6 +12,7 @@ logits, ...) is printed as one line ``genppl: error: ...`` with exit code 2.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import sys
 import time
@@ -23,9 +24,11 @@ from genppl.models.interface import InputError
 from .config import RunConfig, parse_args
 from .methods import METHODS, encode_prompt, prepare
 
-__all__ = ["PROMPTS_PER_CALL", "jobs", "main", "power_cost", "run"]
+__all__ = ["PROMPTS_PER_CALL", "jobs", "main", "power_cost", "record_paths", "replay_recipe", "run",
+           "write_record"]
 
 #: the task's prompts run in calls of at most this many prompts (each call one compiled program)
+#: for the methods that take a batch of prompts (``Method.batched``); the others run one by one
 PROMPTS_PER_CALL = 64
 
 
@@ -88,15 +91,21 @@ def run(config: RunConfig) -> dict:
     chain_stats = collections.defaultdict(list)
     shown = []
     progress = _progress(work, config)
+    paths = record_paths(config.record, len(work))
+    per_call = PROMPTS_PER_CALL if method.batched else 1
     results = []
-    for start in range(0, len(work), PROMPTS_PER_CALL):
+    for start in range(0, len(work), per_call):
         # many prompts, one compiled call: prompt b of the chunk uses jax.random.split(sub, B)[b]
-        chunk = work[start:start + PROMPTS_PER_CALL]
+        chunk = work[start:start + per_call]
         key, sub = jax.random.split(key)
         prompts = [encode_prompt(lm, text) for text, _ in chunk]
         started = time.perf_counter()
         outs = method.run(session, prompts, sub) if len(chunk) > 1 else [method.run(session, prompts[0], sub)]
         elapsed += time.perf_counter() - started
+        subs = jax.random.split(sub, len(chunk)) if len(chunk) > 1 else [sub]
+        for i, out in enumerate(outs):
+            if paths:  # the record replays its prompt alone, with that prompt's own key
+                write_record(out, config, chunk[i][0], subs[i], lm, paths[start + i])
         results += zip(chunk, outs)
         if progress is not None:
             progress.update(len(chunk))
@@ -159,7 +168,45 @@ def run(config: RunConfig) -> dict:
         summary["alpha"] = config.alpha
         summary.update({name: round(float(np.mean(v)), 4) for name, v in power_stats.items()})
     summary["examples"] = [{"prompt": p, "completion": c} for p, c in shown]
+    if paths:
+        summary["records"] = [str(p) for p in paths]
     return summary
+
+
+# ---- run records (--record) ---------------------------------------------------------------
+def record_paths(path, prompts: int) -> list:
+    """Where ``--record PATH`` writes: PATH for one prompt, PATH.<i>.npz for several."""
+    from pathlib import Path
+
+    if path is None:
+        return []
+    path = Path(path)
+    if prompts == 1:
+        return [path]
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return [path.with_name(f"{stem}.{i}{path.suffix or '.npz'}") for i in range(prompts)]
+
+
+def write_record(out, config: RunConfig, prompt: str, key, lm, path) -> None:
+    """A record whose recipe, :func:`replay_recipe`, rebuilds this prompt's run."""
+    from genppl.inference import records
+
+    args = {"config": dataclasses.asdict(dataclasses.replace(config, record=None, json=False)), "prompt": prompt}
+    records.save(out, path, {"recipe": "genppl.cli.main:replay_recipe", "args": args}, key=key, lm=lm)
+
+
+def replay_recipe(args: dict):
+    """(lm, run) of a ``--record`` record: ``run(key)`` reruns its prompt."""
+    from genppl import models
+
+    fields = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in args["config"].items() if k in fields}
+    config = RunConfig(**values)
+    lm = models.load(config.model, dtype=config.dtype)
+    session = prepare(config, lm)
+    method = METHODS[config.method]
+    prompt_ids = encode_prompt(lm, args["prompt"])
+    return lm, lambda key: method.run(session, prompt_ids, key)
 
 
 def _progress(work, config: RunConfig):

@@ -270,20 +270,20 @@ METHODS: dict[str, Method] = {
                             frozenset({"alpha", "rollouts", "rollout_top_k", "horizon", "no_jackknife"}),
                             power=True),
     "pg": Method(run_pg, "particle Gibbs chains on p^alpha * phi (inference.smc.conditional.particle_gibbs)",
-                 _TARGET | {"iterations", "particles"}),
+                 _TARGET | {"iterations", "particles"}, batched=False),
     "pgas": Method(run_pgas, "particle Gibbs with ancestor sampling (particle_gibbs(ancestor_sampling=True))",
-                   _TARGET | {"iterations", "particles"}),
+                   _TARGET | {"iterations", "particles"}, batched=False),
     "mh": Method(run_mh, "MH chains on p^alpha * phi, any program (inference.mcmc.program_mh)",
-                 _TARGET | {"iterations", "mh_move"}),
+                 _TARGET | {"iterations", "mh_move"}, batched=False),
     "best-of-n": Method(run_best_of_n, "best of n samples by a reward or weight (inference.search.best_of_n)",
-                        _TARGET | {"select"}),
+                        _TARGET | {"select"}, batched=False),
     "beam": Method(run_beam, "beam search for the largest p^alpha * phi (inference.search.beam_search)",
-                   _TARGET | {"expansions"}),
+                   _TARGET | {"expansions"}, batched=False),
     "self-consistency": Method(run_self_consistency, "majority vote of n samples (inference.search.self_consistency)",
-                               _TARGET),
+                               _TARGET, batched=False),
     "power-smc-adaptive": Method(run_power_smc_adaptive, "Power-SMC with adaptive tempering "
                                  "(inference.power.adaptive_power_smc)",
-                                 frozenset({"alpha", "resampler", "ess_threshold", "target_ess"}), power=True),
+                                 frozenset({"alpha", "resampler", "ess_threshold", "target_ess"}), power=True, batched=False),
 }
 
 

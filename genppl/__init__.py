@@ -2,7 +2,7 @@
 
 The installed package maps the repository's top-level folders into one namespace::
 
-    from genppl import models, ppl, inference, circuits   # and genppl.tasks, genppl.cli
+    from genppl import models, ppl, inference, circuits   # and genppl.tasks, genppl.cli, genppl.viz
 
 Subpackages load on first use, so ``import genppl`` alone is cheap.
 """
@@ -10,7 +10,7 @@ Subpackages load on first use, so ``import genppl`` alone is cheap.
 import importlib
 
 __version__ = "0.2.0"
-__all__ = ["circuits", "cli", "inference", "models", "ppl", "tasks"]
+__all__ = ["circuits", "cli", "inference", "models", "ppl", "tasks", "viz"]
 
 
 def __getattr__(name):

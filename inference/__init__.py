@@ -13,6 +13,9 @@
   bounds on log Z.
 * :mod:`inference.search` — search baselines with SMC's results interface: best-of-N,
   beam search (tokens or steps), self-consistency.
+* :mod:`inference.records` — run records: ``save(result, path)`` / ``load(path)`` (also
+  ``result.save(path)``) and ``replay(record)``, which reruns and checks bit-identical output;
+  :mod:`inference.progress` — progress bars fed from inside compiled sweeps.
 
 >>> import jax
 >>> from genppl import models, ppl, inference
@@ -23,6 +26,7 @@
 (32,)
 """
 
-from . import mcmc, power, search, smc, variational
+from . import mcmc, power, progress, records, search, smc, variational
+from .records import load, replay, save
 
-__all__ = ["mcmc", "power", "search", "smc", "variational"]
+__all__ = ["load", "mcmc", "power", "progress", "records", "replay", "save", "search", "smc", "variational"]

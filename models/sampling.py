@@ -93,6 +93,8 @@ class Samples:
     texts: list[str]
     prompt: str | None = None
     nonfinite: np.ndarray | None = None
+    #: what produced the samples (function, key, options, lm), for run records
+    provenance: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.nonfinite is None:
@@ -115,6 +117,12 @@ class Samples:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        try:  # genppl.viz is a leaf package (it imports nothing of genppl)
+            from genppl import viz
+
+            return viz.samples_html(self)
+        except ImportError:
+            pass
         rows = "".join(
             f"<tr><td>{i}</td><td>{lp:.2f}</td><td>{k}</td><td>{'✓' if f else ''}</td>"
             f"<td style='text-align:left'><code>{html.escape(t)}</code></td></tr>"
@@ -170,8 +178,12 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     decode = lm.tokenizer.decode if lm.tokenizer is not None else lambda ids: " ".join(map(str, ids))
     texts = [decode(t[:k]) for t, k in zip(tokens, count)]
     prompt = decode(np.asarray(prompt_ids).reshape(-1)[:prompt_length].tolist())
-    return Samples(np.asarray(tokens), np.asarray(count), np.asarray(finished), np.asarray(logp), texts, prompt,
-                   nonfinite)
+    out = Samples(np.asarray(tokens), np.asarray(count), np.asarray(finished), np.asarray(logp), texts, prompt,
+                  nonfinite)
+    out.provenance = {"function": "genppl.models.sample", "prompt_ids": np.asarray(prompt_ids).reshape(-1).tolist(),
+                      "n": n, "max_new_tokens": int(max_new_tokens), "key": key, "temperature": temperature,
+                      "top_k": top_k, "top_p": top_p, "min_new_tokens": int(min_new_tokens), "lm": lm}
+    return out
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))

@@ -80,6 +80,23 @@ class PowerSamples(Samples):
     def tokens_per_sample(self) -> float:
         return float(np.mean(self.tokens_generated))
 
+    def _repr_html_(self) -> str:
+        from genppl import viz
+
+        return viz.samples_html(self, viz.figures.mh_traces if self.trace_accepted is not None else None)
+
+    def figure(self, path=None):
+        """MH acceptance per block and log-target traces (a matplotlib Figure)."""
+        from genppl import viz
+
+        return viz.figures.mh_traces(self, path)
+
+    def save(self, path, config: dict | None = None) -> None:
+        """Write a run record (:func:`inference.records.save`)."""
+        from .. import records
+
+        records.save(self, path, config)
+
     def __repr__(self) -> str:
         head = super().__repr__().split("\n")
         acc = "" if self.acceptance is None or not len(self.acceptance) else \
@@ -172,19 +189,31 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     if is_prompt_batch(prompt_ids):
         tokens, lengths, padded, capacity = pad_prompts(lm, prompt_ids, max_new_tokens)
         lm.check_memory(len(lengths) * n, capacity, padded)
-        out = _blockwise_prompts(kernel, lm, tokens, lengths, jax.random.split(key, len(lengths)), jnp.float32(alpha),
+        keys = jax.random.split(key, len(lengths))
+        out = _blockwise_prompts(kernel, lm, tokens, lengths, keys, jnp.float32(alpha),
                                  n, capacity, int(max_new_tokens), block_size, int(num_mcmc))
         state, (accepted, log_target) = jax.device_get(_without_cache(out[0])), jax.device_get(out[1])
         results = Batch()
         for b in range(len(lengths)):
             state_b = jax.tree.map(lambda x: np.asarray(x)[b], state)
             NonFiniteLogitsError.check(f"power_mcmc (prompt {b} of the batch)", state_b.nonfinite)
-            results.append(to_samples(lm, state_b, alpha, accepted[b], log_target[b], method))
+            out = to_samples(lm, state_b, alpha, accepted[b], log_target[b], method)
+            out.provenance = provenance(kernel, keys[b], n, max_new_tokens, alpha, block_size, num_mcmc, lm)
+            results.append(out)
         return results
     state = empty(lm, prompt_ids, n, max_new_tokens)
     state, (accepted, log_target) = _blockwise(kernel, lm, state, key, jnp.float32(alpha), block_size, int(num_mcmc))
     NonFiniteLogitsError.check("power_mcmc", jax.device_get(state.nonfinite))
-    return to_samples(lm, state, alpha, accepted, log_target, method)
+    out = to_samples(lm, state, alpha, accepted, log_target, method)
+    out.provenance = provenance(kernel, key, n, max_new_tokens, alpha, block_size, num_mcmc, lm)
+    return out
+
+
+def provenance(kernel, key, n, max_new_tokens, alpha, block_size, num_mcmc, lm) -> dict:
+    """How a power_mcmc result was made (what a run record keeps)."""
+    return {"function": "genppl.inference.mcmc.power_mcmc", "key": key, "n": n,
+            "max_new_tokens": max_new_tokens, "alpha": alpha, "block_size": block_size,
+            "num_mcmc": int(num_mcmc), "kernel": repr(kernel), "lm": lm}
 
 
 def blockwise_prompts(kernel: MHKernel, lm: LanguageModel, tokens, lengths, keys, alpha, n: int, capacity: int,

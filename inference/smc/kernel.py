@@ -63,13 +63,16 @@ class SMCInfo:
     """What one step did: ``ancestors`` [n] (identity when it did not resample), ``ess``
     after reweighting, ``resampled``, ``log_z_increment`` (the change of log Z_hat), and
     ``fault`` [n] (the particles' :attr:`ProgramState.fault` after the step: where the model
-    gave NaN or infinite logits, kept even if resampling later drops the particle)."""
+    gave NaN or infinite logits, kept even if resampling later drops the particle). ``logw``
+    [n]: the log-weights after the step; :func:`sweep` fills it from the state (a kernel may
+    leave it None), so a run records every step's weights for its genealogy and figures."""
 
     ancestors: jax.Array
     ess: jax.Array
     resampled: jax.Array
     log_z_increment: jax.Array
     fault: jax.Array
+    logw: jax.Array | None = None
 
 
 def init(program: Program, n: int) -> SMCState:
@@ -139,8 +142,8 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
     """Run ``kernel`` until every particle has finished (at most ``max_new_tokens`` steps).
 
     Pure and traceable (jit or vmap it yourself; :func:`run` jits it). Returns the final state
-    and the infos stacked over ``max_new_tokens`` steps; steps after the end repeat nothing
-    (``ess`` NaN, ``resampled`` False).
+    and the infos stacked over ``max_new_tokens`` steps, each with the step's log-weights
+    (``info.logw``); steps after the end repeat nothing (``ess`` NaN, ``resampled`` False).
 
     A batch of B prompts (:func:`ppl.stack`, with ``state = init(batch, n)``) runs as one
     program, the single-prompt sweep mapped over the prompt axis (:func:`ppl.map_prompts`):
@@ -165,8 +168,10 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
         live = jnp.isfinite(jax.nn.logsumexp(state.logw)) & (jnp.any(~state.particles.done) | has_move)
 
         def step(s):  # in a batch of prompts: runs while any prompt is live; the others stay idle
-            return where_prompt(live, kernel(key, s, program), (s, idle))
+            new, info = kernel(key, s, program)
+            return where_prompt(live, (new, info.replace(logw=None)), (s, idle))  # logw: filled below
 
-        return jax.lax.cond(any_prompt(live), step, lambda s: (s, idle), state)
+        state, info = jax.lax.cond(any_prompt(live), step, lambda s: (s, idle), state)
+        return state, info.replace(logw=state.logw)
 
     return jax.lax.scan(body, state, jax.random.split(key, steps))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import html
 import math
 from typing import Callable
 
 import numpy as np
+
+from genppl.models.interface import InputError
 
 
 @dataclasses.dataclass
@@ -20,6 +21,13 @@ class SMCResult:
     weights: normalised weights (all 0 when every particle died); log_z: the estimate of
     log Z (-inf when every particle died); ess / resampled: per step; eos: ended with EOS;
     log_p: log p(x | prompt) under the base LM; message: why the run failed, else None.
+    ancestors [steps, n] (``ancestors[t, i]``: the parent, among the particles after step
+    t-1, of particle i after step t) and step_log_weights [steps, n]: the genealogy and the
+    weights after every step (None when the run did not record them). provenance: what
+    produced the result (function, n, key, kernel, program), for :meth:`save`.
+
+    Notebook views (:mod:`genppl.viz`): the HTML display (texts and weights, log Z with its
+    uncertainty, the weight traces), :meth:`genealogy` (interactive), :meth:`figure`.
     """
 
     token_ids: list[list[int]]
@@ -33,6 +41,8 @@ class SMCResult:
     method: str = "SMC"
     message: str | None = None
     ancestors: np.ndarray | None = None  # [steps, n] ancestor indices of each step (identity: none)
+    step_log_weights: np.ndarray | None = None
+    provenance: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_run(cls, program, state, infos, method: str = "SMC") -> "SMCResult":
@@ -60,7 +70,8 @@ class SMCResult:
             log_p=np.asarray(particles.log_p, np.float64),
             method=method,
             message=message,
-            ancestors=np.asarray(infos.ancestors)[:steps],
+            ancestors=np.asarray(infos.ancestors, np.int32)[:steps],
+            step_log_weights=None if infos.logw is None else np.asarray(infos.logw, np.float64)[:steps],
         )
 
     # ---- weights ------------------------------------------------------------------------
@@ -157,10 +168,41 @@ class SMCResult:
         return sorted(merged.items(), key=lambda kv: -kv[1])[:top]
 
     def _repr_html_(self) -> str:
-        head = html.escape(repr(self))
-        rows = "".join(f"<tr><td>{w:.3f}</td><td><code>{html.escape(t)}</code></td></tr>"
-                       for t, w in self._top(10))
-        return (f"<div><p>{head}</p><table><tr><th>weight</th><th>text</th></tr>{rows}</table></div>")
+        from genppl import viz
+
+        return viz.results_html(self, viz.figures.weight_traces)
+
+    @property
+    def log_z_sd(self) -> float:
+        """Standard deviation of log Z_hat estimated from this run's genealogy
+        (:func:`genppl.viz.log_z_uncertainty`; nan when every particle died)."""
+        from genppl import viz
+
+        anc = self.ancestors if self.ancestors is not None else np.zeros((0, self.num_particles), int)
+        return viz.log_z_uncertainty(anc, self.log_weights)
+
+    def genealogy(self):
+        """Interactive genealogy (click a particle: its text and weight history)."""
+        from genppl import viz
+
+        return viz.genealogy_view(self)
+
+    def figure(self, kind: str = "weights", path=None):
+        """A matplotlib Figure: ``"weights"`` (ESS and log-weight traces) or ``"genealogy"``;
+        saved to ``path`` when given."""
+        from genppl import viz
+
+        figures = {"weights": viz.figures.weight_traces, "genealogy": viz.figures.genealogy}
+        if kind not in figures:
+            raise InputError(f"figure kind must be one of {sorted(figures)}, got {kind!r}")
+        return figures[kind](self, path)
+
+    def save(self, path, config: dict | None = None) -> None:
+        """Write a run record (:func:`inference.records.save`) that :func:`inference.replay`
+        can rerun and check."""
+        from .. import records
+
+        records.save(self, path, config)
 
     def plot(self, ax=None):
         """ESS per step (with resampling events) and the sorted final weights (matplotlib)."""

@@ -7,9 +7,10 @@ import numpy as np
 
 from genppl.models.interface import InputError, NonFiniteLogitsError, as_key, check_positive_int
 from genppl.models.batch import Batch
-from genppl.ppl.batch import as_program, host_slice, unstack
+from genppl.ppl.batch import as_program, host_slice, prompt_keys, unstack
 from genppl.ppl.program import Program
 
+from .. import progress as progress_lib
 from .kernel import SMCKernel, build_kernel, init, sweep
 from .results import SMCResult
 from .steer import SteerKernel
@@ -19,13 +20,16 @@ from .steer import SteerKernel
 sweep_jit = jax.jit(sweep, static_argnums=0)
 
 
-def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SMCResult:
+def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, **kernel_options) -> SMCResult:
     """Run SMC on ``program`` with ``n`` particles until every particle has finished.
 
     kernel: a kernel from :func:`build_kernel` or :func:`steer.build_kernel` (or any hashable
     ``(key, state, program) -> (state, info)``); without one, ``kernel_options``
     (``resampling_fn``, ``proposal``, ``ess_threshold``, ``move``) build it. key: a PRNG key
-    or an int seed.
+    or an int seed. progress: a progress bar (tqdm auto) fed from inside the compiled sweep
+    (:mod:`inference.progress`) when stderr is a terminal or a notebook; it appears only when
+    the call lasts over two seconds.
+    The result keeps what :func:`inference.records.save` needs to write a replayable record.
 
     Many prompts: ``program`` may be a list of programs or one batched program
     (:func:`ppl.stack`); they run in ONE compiled program, ``n`` particles per prompt,
@@ -58,11 +62,24 @@ def run(program: Program, n: int, key=0, *, kernel=None, **kernel_options) -> SM
         if hasattr(part, "check"):
             for one in unstack(program):
                 part.check(one)
+    what = describe(kernel)
     if program.num_prompts is not None:
         return run_prompts(kernel, program, n, key)
-    state, infos = sweep_jit(kernel, program, init(program, n), key)
-    check_faults(infos, describe(kernel))
-    return SMCResult.from_run(program, state, infos, method=describe(kernel))
+    steps = program.max_new_tokens
+    # report only when someone watches (a terminal or a notebook): elsewhere the compiled
+    # sweep is the plain one, without callbacks
+    report = bool(progress) and progress_lib.interactive()
+    with progress_lib.bar(steps, "SMC", enabled=report):
+        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if report else kernel, program,
+                                 init(program, n), key)
+        if report:  # keep the bar open until the sweep and its callbacks are done
+            jax.block_until_ready((state, infos))
+            jax.effects_barrier()
+    check_faults(infos, what)
+    result = SMCResult.from_run(program, state, infos, method=what)
+    result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": key, "kernel": what,
+                         "program": program}
+    return result
 
 
 def init_and_sweep(kernel, program: Program, n: int, key):
@@ -86,11 +103,16 @@ def run_prompts(kernel, program: Program, n: int, key) -> Batch:
     state = state.replace(particles=particles.replace(lm=particles.lm.replace(cache=None)))
     state, infos = jax.device_get((state, infos))
     singles, method = unstack(program), describe(kernel)
+    keys = prompt_keys(key, num)
     results = Batch()
     for b in range(num):
         state_b, infos_b = host_slice(state, b), host_slice(infos, b)
         check_faults(infos_b, f"{method} (prompt {b} of the batch)")
-        results.append(SMCResult.from_run(singles[b], state_b, infos_b, method=method))
+        result = SMCResult.from_run(singles[b], state_b, infos_b, method=method)
+        # each prompt's record replays as its own one-prompt run, with its own key
+        result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": keys[b], "kernel": method,
+                             "program": singles[b]}
+        results.append(result)
     return results
 
 

@@ -37,6 +37,8 @@ from flax import struct
 
 from genppl.models.interface import InputError, as_key, check_positive_int, read_npz
 
+from genppl.viz import History
+
 from .bounds import bounds
 from .objectives import Objective
 
@@ -124,6 +126,8 @@ class Trainer:
         per step with ``step``, ``loss`` and the objective's metrics (floats); evaluations
         (every ``eval_every`` steps: :func:`inference.variational.bounds` with
         ``eval_particles`` particles over ``eval_runs`` SMC runs) are added under ``"eval"``.
+        The history is a :class:`genppl.viz.History` (a list with a notebook display and
+        ``plot()``: loss and ESS curves).
         """
         check_positive_int(steps, "steps")
         if checkpoint is not None:
@@ -165,7 +169,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        return state, history
+        return state, History(history)
 
     def evaluate(self, state: TrainState, n: int = 32, runs: int = 8) -> dict:
         """Bounds and SMC diagnostics of the current guide (see :func:`bounds`)."""

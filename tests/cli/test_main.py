@@ -135,3 +135,23 @@ def test_task_prompts_run_in_calls_of_many_prompts(checkpoint, monkeypatch, caps
         assert main(["--model", checkpoint, "--problems", "5", "--n", "2", "--json"]) == 0
         summary = json.loads(capsys.readouterr().out)
         assert calls == expected and summary["prompts"] == 5 and summary["samples"] == 10
+
+
+# slow: a CLI run plus its replay from the record (model load, two compiled sweeps: ~8 s);
+# save/load/replay itself is in the default suite (tests/inference/test_records.py)
+@pytest.mark.slow
+def test_record_writes_a_run_that_replays(checkpoint, tmp_path, capsys):
+    import json
+
+    from genppl import inference
+
+    path = tmp_path / "run.npz"
+    argv = ["--model", checkpoint, "--method", "smc", "--prompt", "ab", "--n", "2", "--max-new-tokens", "4",
+            "--ban", "e", "--record", str(path), "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["records"] == [str(path)]
+    record = inference.load(path)
+    assert record.config["recipe"] == "genppl.cli.main:replay_recipe" and record.config["args"]["prompt"] == "ab"
+    again = inference.replay(record)                       # rebuilds model, session and run from the record
+    assert again.texts == record.texts
