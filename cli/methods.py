@@ -46,12 +46,15 @@ class Method:
 
     run: ``(session, prompt_ids, key) -> output``; help: one line for ``--help``; options:
     the method-specific options (argparse ``dest`` names) it takes: giving any other one is
-    an error; power: whether it samples p^alpha alone (``--alpha`` defaults to 4)."""
+    an error; power: whether it samples p^alpha alone (``--alpha`` defaults to 4); batched:
+    whether ``run`` also takes a list of prompts (one compiled call for all of them; see
+    ``cli.main.PROMPTS_PER_CALL``)."""
 
     run: Callable
     help: str
     options: frozenset
     power: bool = False
+    batched: bool = True
 
 
 @dataclasses.dataclass
