@@ -33,6 +33,7 @@ from flax import struct
 
 from genppl.models.interface import (PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int,
                                      nonfinite_rows)
+from genppl.models.sampling import categorical
 
 from .constraints import StopStrings
 from .fields import Fields
@@ -187,7 +188,7 @@ class Program(Fields):
         logp, target = self.next_token_weights(state)
         logq, logw_all = proposal(self, state, target)
         alive = jnp.isfinite(jax.nn.logsumexp(logq, -1))
-        token = jax.random.categorical(key, jnp.where(alive[:, None], logq, 0.0), axis=-1).astype(jnp.int32)
+        token = categorical(key, jnp.where(alive[:, None], logq, 0.0))
         token = jnp.where(alive, token, self.lm.eos_id)
         rows = jnp.arange(token.shape[0])
         logw = jnp.broadcast_to(logw_all, logq.shape)[rows, token]
