@@ -149,6 +149,11 @@ class Attention(nnx.Module):
             new_cache = {"k": keys, "v": values}
             key_pos = jnp.arange(keys.shape[1], dtype=jnp.int32)[None, :]  # [1, S=capacity]
 
+        if layer_cache is not None and L == 1:  # one token per row: the decode step
+            out = decode_attention(q[:, 0].reshape(B, K, H // K, D), keys, values, positions[:, 0],
+                                   self.scale, self.window)
+            return self.o_proj(out.reshape(B, 1, H * D).astype(x.dtype)), new_cache
+
         qpos = positions[:, :, None]                                     # [B, L, 1]
         kpos = key_pos[:, None, :]                                       # [B|1, 1, S]
         mask = kpos <= qpos
@@ -164,6 +169,68 @@ class Attention(nnx.Module):
         out = jnp.einsum("bkgls,bskd->blkgd", probs.astype(x.dtype), values.astype(x.dtype),
                          preferred_element_type=jnp.float32).astype(x.dtype)
         return self.o_proj(out.reshape(B, L, H * D)), new_cache
+
+
+#: cache slots per block of the decode step's attention loop (see :func:`decode_attention`)
+DECODE_BLOCK = 128
+
+
+def decode_attention(q, keys, values, qpos, scale: float, window: int | None = None, block: int | None = None):
+    """Attention of one query per row over the filled part of a KV cache (the decode step).
+
+    q [B, K, G, D] (G query heads per KV head), keys/values [B, S, K, D] (the cache in its
+    stored layout), qpos [B] int32: row b attends to slots ``s <= qpos[b]`` (and
+    ``s > qpos[b] - window`` with a sliding window), with weights ``softmax_s(scale * q.k_s)``.
+
+    Cost follows the filled length, not the capacity S: a ``fori_loop`` over blocks of
+    ``block`` slots (default :data:`DECODE_BLOCK`, read at trace time) runs ``max_b(qpos[b]) // block + 1`` times (a traced trip count: one
+    compiled program whatever the length), accumulating an online softmax in float32
+    (running max ``m``, normaliser ``l``, weighted sum ``acc``; each block rescales them by
+    ``exp(m_old - m_new)``), so the result equals the full softmax. Under ``jax.vmap`` (many
+    prompts) the loop runs to the longest row of the batch.
+
+    No relayout of the cache: scores are a multiply-and-reduce over the minor (head_dim) axis
+    of a block sliced from the cache as stored, ``sum_d q[b,k,g,d] * K[b,s,k,d]``, and the
+    output a reduce over the slot axis, ``sum_s p[b,s,k,g] * V[b,s,k,d]``. A batched dot
+    (einsum) here makes XLA copy every layer's K and V into a [B, K, S, D] layout at every step;
+    tests/models/architectures/test_decoder.py compiles a loop of decode steps and checks that
+    the optimised HLO of the loop body holds no transpose and no copy of a cache-sized array
+    (XLA on CPU does materialise each ``block``-slot slice before its reduction: a copy of the
+    part being read, in the same layout, never of the whole cache; with a capacity of at most
+    ``block`` slots there is no slice at all). Products are taken in float32 (bfloat16 caches
+    are read as stored and converted inside the fusion).
+    """
+    B, S, K, D = keys.shape
+    block = int(min(DECODE_BLOCK if block is None else block, S))
+    qpos = qpos.astype(jnp.int32)
+    q32 = q.astype(jnp.float32)[:, None]                                  # [B, 1, K, G, D]
+    num_blocks = jnp.minimum(jnp.max(qpos) // block + 1, -(-S // block))
+
+    def body(i, carry):
+        m, l, acc = carry
+        lo = i * block
+        start = jnp.minimum(lo, S - block)  # the last block may overlap the one before: masked below
+        kb = jax.lax.dynamic_slice_in_dim(keys, start, block, 1).astype(jnp.float32)
+        vb = jax.lax.dynamic_slice_in_dim(values, start, block, 1).astype(jnp.float32)
+        kpos = start + jnp.arange(block, dtype=jnp.int32)                  # [block]
+        valid = (kpos[None] >= lo) & (kpos[None] <= qpos[:, None])          # [B, block]
+        if window is not None:
+            valid = valid & (kpos[None] > qpos[:, None] - window)
+        scores = jnp.sum(q32 * kb[:, :, :, None, :], axis=-1) * scale      # [B, block, K, G]
+        valid = valid[:, :, None, None]
+        scores = jnp.where(valid, scores, _NEG)
+        m_new = jnp.maximum(m, jnp.max(scores, axis=1))                    # [B, K, G]
+        p = jnp.where(valid, jnp.exp(scores - m_new[:, None]), 0.0)
+        corr = jnp.exp(m - m_new)
+        l = l * corr + jnp.sum(p, axis=1)
+        acc = acc * corr[..., None] + jnp.sum(p[..., None] * vb[:, :, :, None, :], axis=1)
+        return m_new, l, acc
+
+    G = q.shape[2]
+    init = (jnp.full((B, K, G), _NEG, jnp.float32), jnp.zeros((B, K, G), jnp.float32),
+            jnp.zeros((B, K, G, D), jnp.float32))
+    _, l, acc = jax.lax.fori_loop(0, num_blocks, body, init)
+    return acc / l[..., None]
 
 
 class MLP(nnx.Module):
