@@ -179,6 +179,10 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     if isinstance(min_new_tokens, bool) or not isinstance(min_new_tokens, numbers.Integral) or min_new_tokens < 0:
         raise InputError(f"min_new_tokens must be a non-negative integer, got {min_new_tokens!r}")
     key = as_key(key)
+    if not isinstance(prompt_ids, jax.core.Tracer):  # the whole call's memory, before anything is allocated
+        length = int(lm.check_prompt(prompt_ids, max_new_tokens).shape[0])
+        lm.plan_memory(check_positive_int(n, "n (the number of particles)"), max_new_tokens, length).check(
+            where="models.sample")
     state = lm.prefill(prompt_ids, n, max_new_tokens)
     prompt_length = int(jax.device_get(state.prompt_length)[0])  # no eager device op (nothing to compile)
     out = generate(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))

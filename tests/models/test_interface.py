@@ -271,3 +271,32 @@ def test_memory_check_uses_the_available_memory(lm, monkeypatch):
 def test_available_memory_is_positive():
     free = interface.available_memory_bytes()
     assert free is None or free > 0
+
+
+# ---- the memory planner (issue 12) ---------------------------------------------------------
+def test_memory_plan_matches_the_live_buffers_of_the_state(lm):
+    """The planner's state estimate, from shapes alone, equals the bytes JAX holds after prefill."""
+    plan = lm.plan_memory(6, 8, prompt_length=20, num_prompts=1)
+    before = {id(x) for x in jax.live_arrays()}
+    state = jax.block_until_ready(lm.prefill(list(range(1, 21)), 6, 8))
+    live = sum(x.nbytes for x in jax.live_arrays() if id(x) not in before)
+    assert live == plan.state
+    assert plan.capacity == state.capacity and plan.weights == lm.weight_bytes() > 0
+    assert lm.plan_memory(6, 8, 20, num_prompts=3).state == 3 * plan.state
+    assert plan.total == plan.weights + plan.state + plan.working
+
+
+def test_memory_plan_refuses_a_budget_naming_the_numbers(lm, monkeypatch):
+    plan = lm.plan_memory(64, 16, 4)
+    with pytest.raises(InputError, match=r"64 particles .* need about .*weights .*model state .* lower n") as err:
+        plan.check(budget=plan.total - 1)
+    assert f"{plan.total:,} bytes" in str(err.value)
+    assert plan.check(budget=plan.total) is plan
+    with pytest.raises(InputError, match="of memory is available"):
+        plan.check(available=plan.state + plan.working - 1)
+    monkeypatch.setenv(interface.MEMORY_BUDGET_ENV, "1KiB")
+    with pytest.raises(InputError, match="memory budget"):
+        models.sample(lm, [1, 2], n=4, max_new_tokens=4, key=0)
+    monkeypatch.setenv(interface.MEMORY_BUDGET_ENV, "lots")
+    with pytest.raises(InputError, match="8GiB"):
+        plan.check()
