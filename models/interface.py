@@ -123,6 +123,49 @@ class LMState:
         return [list(map(int, t[s:l])) for t, s, l in zip(tokens, start, length)]
 
 
+@jax.tree_util.register_pytree_node_class
+class Shared:
+    """A part of a batched state stored once for all particles (a prompt's KV cache).
+
+    Its arrays lead with an axis of size 1, not the particle axis: particle-wise operations
+    (:func:`map_particles`: resampling, row selection, broadcasting) pass it through unchanged,
+    so N particles hold the prompt once and resampling moves only what is theirs.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+    def tree_flatten(self):
+        return (self.value,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0])
+
+    def __repr__(self) -> str:
+        return f"Shared({jax.tree.map(lambda x: getattr(x, 'shape', x), self.value)})"
+
+
+def _is_shared(x) -> bool:
+    return isinstance(x, Shared)
+
+
+def map_particles(f, tree, *rest):
+    """``jax.tree.map(f, tree, *rest)`` over the per-particle leaves only: every :class:`Shared`
+    part of ``tree`` is returned as it is (the shared prompt cache is the same for every particle).
+
+    Use it for anything indexed by particle: ``map_particles(lambda x: x[idx], state)``
+    (resampling), ``map_particles(lambda a, b: jnp.where(m, a, b), new, old)`` (row selection).
+    """
+    return jax.tree.map(lambda x, *r: x if _is_shared(x) else f(x, *r), tree, *rest, is_leaf=_is_shared)
+
+
+def particle_bytes(tree) -> int:
+    """Bytes of the per-particle leaves of ``tree`` (what resampling moves; :class:`Shared` excluded)."""
+    leaves = jax.tree.leaves(map_particles(lambda x: x, tree), is_leaf=_is_shared)
+    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in leaves if not _is_shared(x)))
+
+
 class LanguageModel(abc.ABC):
     """Next-token distributions and sequence likelihoods over a batch of particles.
 
@@ -272,8 +315,9 @@ class LanguageModel(abc.ABC):
 
     @staticmethod
     def gather(state: LMState, idx: jax.Array) -> LMState:
-        """Select particles by index (resampling): every leaf leads with the particle axis."""
-        return jax.tree.map(lambda x: x[idx], state)
+        """Select particles by index (resampling): every per-particle leaf leads with the
+        particle axis; the :class:`Shared` prompt cache is not moved (:func:`map_particles`)."""
+        return map_particles(lambda x: x[idx], state)
 
     # ---- memory -------------------------------------------------------------------------
     def state_bytes(self, n: int, capacity: int) -> int:
@@ -290,8 +334,9 @@ class LanguageModel(abc.ABC):
         # the abstract trace is prefill's own (jit's trace cache): the check costs no extra trace
         one = _prompt_state.eval_shape(self, jax.ShapeDtypeStruct((padded,), jnp.int32),
                                        jax.ShapeDtypeStruct((), jnp.int32), capacity)[0]
-        return n * int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
-                           for x in jax.tree.leaves(one)))
+        every = int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(one)))
+        own = particle_bytes(one)
+        return n * own + (every - own)  # the Shared part (a prompt's cache) is stored once
 
     def weight_bytes(self) -> int:
         """Bytes of the model's weights (the array leaves of the model's pytree)."""
@@ -430,8 +475,9 @@ class MemoryPlan:
 
 
 def broadcast_particles(state: LMState, n: int) -> LMState:
-    """Broadcast a state whose leaves lead with 1 particle to ``n`` particles (traceable)."""
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), state)
+    """Broadcast a state whose leaves lead with 1 particle to ``n`` particles (traceable);
+    :class:`Shared` parts stay stored once."""
+    return map_particles(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), state)
 
 
 # prefill's compiled parts: the prompt pass (per prompt bucket and capacity; the particle count
@@ -608,7 +654,7 @@ def read_npz(path, what: str, fix: str, meta: bool = False) -> dict:
 
 __all__ = [
     "MEMORY_BUDGET_ENV", "MemoryPlan", "PROMPT_BUCKET", "InputError", "LMState", "LanguageModel", "NonFiniteLogitsError",
-    "as_key", "parse_bytes",
+    "Shared", "as_key", "map_particles", "parse_bytes", "particle_bytes",
     "as_token_ids", "broadcast_particles", "available_memory_bytes", "check_finite_logits", "check_positive_int", "nonfinite_rows",
     "read_npz",
 ]

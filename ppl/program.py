@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from genppl.models.interface import (PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int,
+from genppl.models.interface import (PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int, map_particles,
                                      nonfinite_rows)
 from genppl.models.sampling import categorical
 
@@ -295,9 +295,10 @@ def delimiter_mask(lm: LanguageModel, delimiter: str) -> np.ndarray:
 
 
 def where_rows(mask, new, old):
-    """Row-wise select over pytrees whose leaves lead with the particle axis."""
+    """Row-wise select over pytrees whose leaves lead with the particle axis (a shared prompt
+    cache, :class:`models.interface.Shared`, is the same in both and passes through)."""
     def pick(a, b):
         m = mask.reshape(mask.shape + (1,) * (a.ndim - 1))
         return jnp.where(m, a, b)
 
-    return jax.tree.map(pick, new, old)
+    return map_particles(pick, new, old)

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from genppl.models.interface import map_particles
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
@@ -102,7 +103,7 @@ class SMCKernel:
         resampled = (ess(state.logw) < self.ess_threshold * n) & jnp.isfinite(jax.nn.logsumexp(state.logw))
         def resample(particles, logw):
             ancestors = self.resampling_fn(key_resample, logw, n).astype(jnp.int32)
-            return jax.tree.map(lambda x: x[ancestors], particles), jnp.full_like(logw, log_mean_exp(logw)), ancestors
+            return map_particles(lambda x: x[ancestors], particles), jnp.full_like(logw, log_mean_exp(logw)), ancestors
 
         def keep(particles, logw):  # no gather: copying the LM cache costs as much as a step
             return particles, logw, jnp.arange(n, dtype=jnp.int32)
