@@ -241,8 +241,12 @@ def test_prefill_reports_nonfinite_prompt_logits(value):
 def test_state_bytes_counts_the_kv_cache_logits_and_tokens(lm):
     c = lm.config
     n, capacity = 1000, 80
-    kv = c.num_layers * 2 * n * capacity * c.num_kv_heads * c.head_dim * 4
-    assert lm.state_bytes(n, capacity) == kv + n * c.vocab_size * 4 + n * capacity * 4 + 2 * n * 4
+    # issue 12: the prompt's cache (P = PROMPT_BUCKET padded positions) is stored once; each
+    # particle keeps capacity - P positions of its own, and its prompt offset (one int32)
+    P = interface.PROMPT_BUCKET
+    per_position = c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4
+    kv = P * per_position + n * (capacity - P) * per_position
+    assert lm.state_bytes(n, capacity) == kv + n * c.vocab_size * 4 + n * capacity * 4 + 3 * n * 4
     tab = models.TabularLM.random(jax.random.key(0), vocab_size=5, max_len=3)
     assert tab.state_bytes(10, 20) == 10 * (5 * 4 + 20 * 4 + 2 * 4 + 2 * 20 * 4)
 
