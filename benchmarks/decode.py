@@ -136,9 +136,11 @@ def part_memory(args, lm):
     c = lm.config
     per_position = 2 * c.num_layers * c.num_kv_heads * c.head_dim * jnp.dtype(lm.dtype).itemsize
     for n in args.n:
-        before = {id(x) for x in jax.live_arrays()}
+        before = jax.live_arrays()  # held: a new array cannot reuse a freed one's id
+        seen = {id(x) for x in before}
         state = jax.block_until_ready(lm.prefill(prompt, n, G))
-        live = sum(x.nbytes for x in jax.live_arrays() if id(x) not in before)
+        live = sum(x.nbytes for x in jax.live_arrays() if id(x) not in seen)
+        del before
         plan = lm.plan_memory(n, G, P).state
         T = state.capacity
         unshared = n * (T * per_position + T * 4 + 2 * 4 + lm.vocab_size * 4)

@@ -281,9 +281,10 @@ def test_available_memory_is_positive():
 def test_memory_plan_matches_the_live_buffers_of_the_state(lm):
     """The planner's state estimate, from shapes alone, equals the bytes JAX holds after prefill."""
     plan = lm.plan_memory(6, 8, prompt_length=20, num_prompts=1)
-    before = {id(x) for x in jax.live_arrays()}
+    before = jax.live_arrays()  # held, so that no new array can reuse the id of a freed one
+    seen = {id(x) for x in before}
     state = jax.block_until_ready(lm.prefill(list(range(1, 21)), 6, 8))
-    live = sum(x.nbytes for x in jax.live_arrays() if id(x) not in before)
+    live = sum(x.nbytes for x in jax.live_arrays() if id(x) not in seen)
     assert live == plan.state
     assert plan.capacity == state.capacity and plan.weights == lm.weight_bytes() > 0
     assert lm.plan_memory(6, 8, 20, num_prompts=3).state == 3 * plan.state
@@ -304,3 +305,24 @@ def test_memory_plan_refuses_a_budget_naming_the_numbers(lm, monkeypatch):
     monkeypatch.setenv(interface.MEMORY_BUDGET_ENV, "lots")
     with pytest.raises(InputError, match="8GiB"):
         plan.check()
+
+
+def test_the_prompt_cache_is_stored_once_and_never_moved_by_resampling(lm):
+    """prefill keeps the prompt's KV cache once (interface.Shared, leading axis 1); gather moves
+    only the per-particle leaves, whose bytes are particle_bytes; the state's total is
+    state_bytes (prompt once + n x own part)."""
+    n = 5
+    state = lm.prefill(list(range(1, 21)), n, 8)
+    shared = state.cache["prompt"]
+    assert isinstance(shared, interface.Shared)
+    assert all(x.shape[0] == 1 for x in jax.tree.leaves(shared))
+    assert all(x.shape[0] == n for x in jax.tree.leaves(interface.map_particles(lambda x: x, state),
+                                                        is_leaf=lambda x: isinstance(x, interface.Shared))
+               if not isinstance(x, interface.Shared))
+    moved = lm.gather(state, jnp.array([4, 4, 0, 1, 2]))
+    assert moved.cache["prompt"] is shared or all(
+        a is b for a, b in zip(jax.tree.leaves(moved.cache["prompt"]), jax.tree.leaves(shared)))
+    total = sum(x.nbytes for x in jax.tree.leaves(state))
+    assert total == lm.plan_memory(n, 8, 20).state
+    assert interface.particle_bytes(state) == total - sum(x.nbytes for x in jax.tree.leaves(shared))
+    np.testing.assert_array_equal(np.asarray(moved.cache["k"][0][0]), np.asarray(state.cache["k"][0][4]))
