@@ -3,7 +3,10 @@
 A language model here is a pytree (its weights are leaves, its structure is static), so that
 kernels can pass it into ``jax.jit`` as an argument instead of baking weights into the program
 as constants. Its state, :class:`LMState`, is a pytree whose every leaf leads with the particle
-axis, so resampling particles is ``LanguageModel.gather(state, idx)``.
+axis, except the parts wrapped in :class:`Shared` (a prompt's KV cache, stored once for all the
+particles of the prompt); resampling particles is ``LanguageModel.gather(state, idx)``, and any
+particle-wise map over a state goes through :func:`map_particles`, which leaves shared parts
+alone. :meth:`LanguageModel.plan_memory` estimates a call's bytes before anything is allocated.
 
 Buffers have a fixed size ``T = padded prompt length + max_new_tokens``, chosen at
 :meth:`LanguageModel.prefill`; a whole generation therefore compiles once, and prompts whose
@@ -89,7 +92,8 @@ class LMState:
     length:        [n] int32, number of valid tokens in ``tokens`` (prompt included).
     prompt_length: [n] int32, length of the shared prompt.
     logits:        [n, V] float32, next-token logits after the last valid token.
-    cache:         model-specific pytree (a KV cache, a table index), leaves lead with n.
+    cache:         model-specific pytree (a KV cache, a table index), leaves lead with n, except
+                   :class:`Shared` parts (leading axis 1: a prompt's cache shared by the n).
     """
 
     tokens: jax.Array
