@@ -189,7 +189,7 @@ def main_accuracy(args, lm):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
-    p.add_argument("--n", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--n", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-llamppl", action="store_true")

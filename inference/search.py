@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genppl.models.interface import InputError, as_key, check_positive_int
+from genppl.models.interface import map_particles, InputError, as_key, check_positive_int
 from genppl.ppl.program import Program
 from genppl.ppl.proposals import prior
 
@@ -178,7 +178,7 @@ class BeamKernel:
             cand = jnp.where(jnp.isnan(cand), -jnp.inf, cand)
             top, idx = jax.lax.top_k(cand.reshape(-1), b)
             rows, token = idx // vocab, (idx % vocab).astype(jnp.int32)
-            particles = jax.tree.map(lambda x: x[rows], particles)
+            particles = map_particles(lambda x: x[rows], particles)
             width = program.max_new_tokens
             j = particles.lm.num_generated
             forced = jnp.zeros((b, width), jnp.int32).at[jnp.arange(b), jnp.clip(j, 0, width - 1)].set(token)
@@ -190,7 +190,7 @@ class BeamKernel:
         k = self.expansions
         rows = jnp.repeat(jnp.arange(b), k)
         first = (jnp.arange(b * k) % k) == 0
-        wide = jax.tree.map(lambda x: x[rows], particles)
+        wide = map_particles(lambda x: x[rows], particles)
         before = wide.lm.num_generated
         wide, inc = program.step(key, wide, TargetScored(self.proposal))
         # a finished beam is one candidate (its copies would only repeat it)
@@ -198,7 +198,7 @@ class BeamKernel:
         cand = jnp.where(jnp.isnan(cand), -jnp.inf, cand)
         top, idx = jax.lax.top_k(cand, b)
         spent = jnp.sum(wide.lm.num_generated - before)
-        return (jax.tree.map(lambda x: x[idx], wide), top), spent
+        return (map_particles(lambda x: x[idx], wide), top), spent
 
 
 def beam_loop(kernel: BeamKernel, program: Program, particles, key):

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import chat
 from .interface import InputError, LanguageModel, LMState, NonFiniteLogitsError, as_key, nonfinite_rows
 from .lora import LoRA, GuidedLM, TabularAdapter, TabularTwist, TwistHead
-from .sampling import Processing, Samples, process_logits, sample
+from .sampling import Processing, Samples, categorical, process_logits, sample
 from .tabular import TabularLM
 from .tokenizer import CharTokenizer, Tokenizer
 
@@ -39,7 +39,7 @@ def load(path=None, dtype="float32", eos_id=None):
 
 __all__ = [
     "InputError", "LanguageModel", "LMState", "NonFiniteLogitsError", "Processing", "Samples", "TabularLM", "Tokenizer",
-    "CharTokenizer", "as_key", "bundled_path", "load", "nonfinite_rows", "process_logits", "sample",
+    "CharTokenizer", "as_key", "bundled_path", "categorical", "load", "nonfinite_rows", "process_logits", "sample",
 ]
 __all__ += ["chat"]
 __all__ += ["GuidedLM", "LoRA", "TabularAdapter", "TabularTwist", "TwistHead"]

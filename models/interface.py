@@ -3,7 +3,10 @@
 A language model here is a pytree (its weights are leaves, its structure is static), so that
 kernels can pass it into ``jax.jit`` as an argument instead of baking weights into the program
 as constants. Its state, :class:`LMState`, is a pytree whose every leaf leads with the particle
-axis, so resampling particles is ``LanguageModel.gather(state, idx)``.
+axis, except the parts wrapped in :class:`Shared` (a prompt's KV cache, stored once for all the
+particles of the prompt); resampling particles is ``LanguageModel.gather(state, idx)``, and any
+particle-wise map over a state goes through :func:`map_particles`, which leaves shared parts
+alone. :meth:`LanguageModel.plan_memory` estimates a call's bytes before anything is allocated.
 
 Buffers have a fixed size ``T = padded prompt length + max_new_tokens``, chosen at
 :meth:`LanguageModel.prefill`; a whole generation therefore compiles once, and prompts whose
@@ -89,7 +92,8 @@ class LMState:
     length:        [n] int32, number of valid tokens in ``tokens`` (prompt included).
     prompt_length: [n] int32, length of the shared prompt.
     logits:        [n, V] float32, next-token logits after the last valid token.
-    cache:         model-specific pytree (a KV cache, a table index), leaves lead with n.
+    cache:         model-specific pytree (a KV cache, a table index), leaves lead with n, except
+                   :class:`Shared` parts (leading axis 1: a prompt's cache shared by the n).
     """
 
     tokens: jax.Array
@@ -121,6 +125,49 @@ class LMState:
         """Host-side list of the generated token ids of each particle."""
         tokens, length, start = jax.device_get((self.tokens, self.length, self.prompt_length))
         return [list(map(int, t[s:l])) for t, s, l in zip(tokens, start, length)]
+
+
+@jax.tree_util.register_pytree_node_class
+class Shared:
+    """A part of a batched state stored once for all particles (a prompt's KV cache).
+
+    Its arrays lead with an axis of size 1, not the particle axis: particle-wise operations
+    (:func:`map_particles`: resampling, row selection, broadcasting) pass it through unchanged,
+    so N particles hold the prompt once and resampling moves only what is theirs.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+    def tree_flatten(self):
+        return (self.value,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0])
+
+    def __repr__(self) -> str:
+        return f"Shared({jax.tree.map(lambda x: getattr(x, 'shape', x), self.value)})"
+
+
+def _is_shared(x) -> bool:
+    return isinstance(x, Shared)
+
+
+def map_particles(f, tree, *rest):
+    """``jax.tree.map(f, tree, *rest)`` over the per-particle leaves only: every :class:`Shared`
+    part of ``tree`` is returned as it is (the shared prompt cache is the same for every particle).
+
+    Use it for anything indexed by particle: ``map_particles(lambda x: x[idx], state)``
+    (resampling), ``map_particles(lambda a, b: jnp.where(m, a, b), new, old)`` (row selection).
+    """
+    return jax.tree.map(lambda x, *r: x if _is_shared(x) else f(x, *r), tree, *rest, is_leaf=_is_shared)
+
+
+def particle_bytes(tree) -> int:
+    """Bytes of the per-particle leaves of ``tree`` (what resampling moves; :class:`Shared` excluded)."""
+    leaves = jax.tree.leaves(map_particles(lambda x: x, tree), is_leaf=_is_shared)
+    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in leaves if not _is_shared(x)))
 
 
 class LanguageModel(abc.ABC):
@@ -285,8 +332,9 @@ class LanguageModel(abc.ABC):
 
     @staticmethod
     def gather(state: LMState, idx: jax.Array) -> LMState:
-        """Select particles by index (resampling): every leaf leads with the particle axis."""
-        return jax.tree.map(lambda x: x[idx], state)
+        """Select particles by index (resampling): every per-particle leaf leads with the
+        particle axis; the :class:`Shared` prompt cache is not moved (:func:`map_particles`)."""
+        return map_particles(lambda x: x[idx], state)
 
     # ---- memory -------------------------------------------------------------------------
     def state_bytes(self, n: int, capacity: int) -> int:
@@ -303,8 +351,33 @@ class LanguageModel(abc.ABC):
         # the abstract trace is prefill's own (jit's trace cache): the check costs no extra trace
         one = _prompt_state.eval_shape(self, jax.ShapeDtypeStruct((padded,), jnp.int32),
                                        jax.ShapeDtypeStruct((), jnp.int32), capacity)[0]
-        return n * int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
-                           for x in jax.tree.leaves(one)))
+        every = int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(one)))
+        own = particle_bytes(one)
+        return n * own + (every - own)  # the Shared part (a prompt's cache) is stored once
+
+    def weight_bytes(self) -> int:
+        """Bytes of the model's weights (the array leaves of the model's pytree)."""
+        return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
+                       for x in jax.tree.leaves(self) if hasattr(x, "shape") and hasattr(x, "dtype")))
+
+    def plan_memory(self, n: int, max_new_tokens: int, prompt_length: int = 1, num_prompts: int = 1,
+                    score_length: int = 1) -> "MemoryPlan":
+        """Estimate, before anything is allocated, the bytes a decoding call will need.
+
+        ``n`` particles per prompt, ``num_prompts`` prompts of at most ``prompt_length`` tokens,
+        ``max_new_tokens`` new tokens; ``score_length``: the longest block of tokens one forward
+        pass appends (1 for token-by-token decoding; the suffix length for an MH scoring pass).
+        Nothing is run: the state's size comes from shapes alone (``jax.eval_shape``). See
+        :class:`MemoryPlan` for what each part counts.
+        """
+        n = check_positive_int(n, "n (the number of particles)")
+        prompts = check_positive_int(num_prompts, "the number of prompts")
+        padded, capacity = self.buffer_sizes(check_positive_int(prompt_length, "prompt_length"),
+                                             check_positive_int(max_new_tokens, "max_new_tokens"))
+        state = prompts * self._state_bytes(n, capacity, padded)
+        logits = prompts * n * int(score_length) * self.vocab_size * 4
+        return MemoryPlan(n=n, num_prompts=prompts, capacity=capacity, weights=self.weight_bytes(), state=state,
+                          working=state + 4 * logits)
 
     def check_memory(self, n: int, capacity: int, padded: int | None = None) -> None:
         """Raise :class:`InputError` up front when the state of ``n`` particles cannot fit.
@@ -346,9 +419,82 @@ class LanguageModel(abc.ABC):
         return prompt
 
 
+#: environment variable: a memory budget in bytes (suffixes K, M, G, KiB, MiB, GiB allowed) that
+#: :meth:`MemoryPlan.check` enforces in addition to the device's free memory
+MEMORY_BUDGET_ENV = "GENPPL_MEMORY_BUDGET"
+
+
+def parse_bytes(text) -> int:
+    """``"8GiB"``, ``"512 MB"``, ``"1e9"`` or an int -> bytes (InputError if unreadable)."""
+    if isinstance(text, numbers.Real) and not isinstance(text, bool):
+        return int(text)
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+             "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    raw = str(text).strip().lower().replace(" ", "")
+    number = raw.rstrip("kmgtib")
+    try:
+        value = float(number) * units[raw[len(number):]]
+    except (ValueError, KeyError):
+        raise InputError(f"cannot read {text!r} as a number of bytes: write e.g. 8GiB, 512MB or 1e9") from None
+    if not value > 0:
+        raise InputError(f"a memory budget must be positive, got {text!r}")
+    return int(value)
+
+
+@struct.dataclass
+class MemoryPlan:
+    """What a decoding call will hold in memory, estimated from shapes before allocating.
+
+    weights: the model's parameters (already resident). state: the :class:`LMState` of
+    ``num_prompts`` x ``n`` particles (KV cache, tokens, logits), what lives between calls and
+    what JAX's live buffers show after ``prefill``. working: the peak extra bytes of a compiled
+    sweep over that state: the loop's own copy of its carried state (a jitted loop does not
+    write into its caller's arrays) plus four [n, L, V] float32 arrays of logits per forward
+    pass (the model's logits, their log-softmax, the processed proposal and its running sums).
+    ``total = weights + state + working``.
+    """
+
+    n: int = struct.field(pytree_node=False)
+    num_prompts: int = struct.field(pytree_node=False)
+    capacity: int = struct.field(pytree_node=False)
+    weights: int = struct.field(pytree_node=False)
+    state: int = struct.field(pytree_node=False)
+    working: int = struct.field(pytree_node=False)
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.state + self.working
+
+    def check(self, budget=None, available=None, where: str = "this call") -> "MemoryPlan":
+        """Raise :class:`InputError` when the plan exceeds the memory left on the device
+        (``available``, default :func:`available_memory_bytes`; the weights are already in it)
+        or a budget (``budget`` bytes or a string such as ``"8GiB"``; default the
+        ``GENPPL_MEMORY_BUDGET`` environment variable; it covers the total, weights included).
+        The message names every part and what to lower. Returns the plan."""
+        if budget is None and os.environ.get(MEMORY_BUDGET_ENV):
+            budget = os.environ[MEMORY_BUDGET_ENV]
+        free = available_memory_bytes() if available is None else int(available)
+        limits = []
+        if free is not None and self.state + self.working > free:
+            limits.append((self.state + self.working, free, "of memory is available on the device"))
+        if budget is not None and self.total > parse_bytes(budget):
+            limits.append((self.total, parse_bytes(budget), f"is the memory budget ({MEMORY_BUDGET_ENV} or budget=)"))
+        if limits:
+            needed, limit, what = limits[0]
+            prompts = f"{self.num_prompts} prompt(s) x " if self.num_prompts > 1 else ""
+            raise InputError(
+                f"{where}: {prompts}{self.n} particles with a buffer of {self.capacity} tokens need about "
+                f"{_size(needed)} (weights {_size(self.weights)}, model state {_size(self.state)}, working memory "
+                f"{_size(self.working)}) but {_size(limit)} {what}: lower n (the number of particles), "
+                "max_new_tokens or the number of prompts, load the model with dtype='bfloat16', "
+                "or run in several batches")
+        return self
+
+
 def broadcast_particles(state: LMState, n: int) -> LMState:
-    """Broadcast a state whose leaves lead with 1 particle to ``n`` particles (traceable)."""
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), state)
+    """Broadcast a state whose leaves lead with 1 particle to ``n`` particles (traceable);
+    :class:`Shared` parts stay stored once."""
+    return map_particles(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), state)
 
 
 # prefill's compiled parts: the prompt pass (per prompt bucket and capacity; the particle count
@@ -500,6 +646,10 @@ def _gib(num_bytes: int) -> str:
     return f"{num_bytes / 2**30:.1f} GiB ({num_bytes:,} bytes)"
 
 
+def _size(num_bytes: int) -> str:
+    return _gib(num_bytes) if num_bytes >= 2**30 else f"{num_bytes / 2**20:.1f} MiB ({num_bytes:,} bytes)"
+
+
 def read_npz(path, what: str, fix: str, meta: bool = False) -> dict:
     """Every array of the ``.npz`` file at ``path``, or one :class:`InputError` that names the
     file, says it is not a readable ``what``, and how to ``fix`` it (a missing, truncated or
@@ -520,7 +670,8 @@ def read_npz(path, what: str, fix: str, meta: bool = False) -> dict:
 
 
 __all__ = [
-    "PROMPT_BUCKET", "InputError", "LMState", "LanguageModel", "NonFiniteLogitsError", "as_key",
+    "MEMORY_BUDGET_ENV", "MemoryPlan", "PROMPT_BUCKET", "InputError", "LMState", "LanguageModel", "NonFiniteLogitsError",
+    "Shared", "as_key", "map_particles", "parse_bytes", "particle_bytes",
     "as_token_ids", "broadcast_particles", "available_memory_bytes", "check_finite_logits", "check_positive_int", "nonfinite_rows",
     "read_npz",
 ]

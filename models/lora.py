@@ -288,7 +288,7 @@ class GuidedLM(LanguageModel):
         n = tokens.shape[0]
         hidden = None
         if self._needs_hidden():
-            logits, base_cache, hidden = self.base.module(tokens, positions, cache["base"], return_hidden=True)
+            logits, base_cache, hidden = self.base.forward_hidden(cache["base"], tokens, positions)
         else:
             logits, base_cache = self.base._forward(cache["base"], tokens, positions, mask)
         count = mask.sum(-1)

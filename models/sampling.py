@@ -75,6 +75,34 @@ def process_logits(logits: jax.Array, processing: Processing = Processing()) -> 
     return jax.nn.log_softmax(scaled, -1)
 
 
+def categorical(key, logits: jax.Array) -> jax.Array:
+    """One draw per row of ``logits`` [..., V] from ``p(v) ∝ exp(logits[..., v])`` (int32 [...]).
+
+    Inverse CDF with ONE uniform per row: with weights ``w_v = exp(l_v - max l)`` and their
+    running sums ``c_v = w_0 + ... + w_v``, draw ``u ~ U[0, 1)`` and return the first ``v``
+    with ``c_v > u * c_{V-1}``, so ``P(v) = w_v / c_{V-1} = p(v)`` (the law of
+    ``jax.random.categorical``, which instead spends V Gumbel variates per row: on a 2-core
+    CPU this is 4-6x cheaper at N = 64..256, V = 1024). A ``-inf`` logit has weight 0 and is
+    never drawn (``u * c_{V-1}`` is kept strictly below ``c_{V-1}``, and a zero-weight token
+    adds nothing to the running sum). Resolution: ``u`` has 2^-23 steps, so probabilities
+    below ~1e-7 are rounded, as with any float32 sampler. A row with no finite logit (every
+    entry -inf; callers mask such rows) returns V - 1. Traceable, vmappable; rows are
+    independent given the key (``jax.random.uniform(key, logits.shape[:-1])``).
+
+    Every kernel that samples tokens draws them with this function (plain decoding, program
+    proposals in SMC, MH suffix proposals, rollout power sampling), so one key gives one law.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    cdf = jnp.cumsum(jnp.exp(logits - top), axis=-1)
+    total = cdf[..., -1:]
+    u = jax.random.uniform(key, logits.shape[:-1] + (1,), jnp.float32)
+    target = jnp.minimum(u * total, jnp.nextafter(total, jnp.float32(0.0)))
+    index = jnp.sum(cdf <= target, axis=-1)
+    return jnp.minimum(index, logits.shape[-1] - 1).astype(jnp.int32)
+
+
 @dataclasses.dataclass
 class Samples:
     """N sequences drawn from one prompt.
@@ -168,6 +196,10 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     key = as_key(key)
     if is_prompt_batch(prompt_ids):
         return sample_prompts(lm, prompt_ids, n, max_new_tokens, key, processing, int(min_new_tokens), check_finite)
+    if not isinstance(prompt_ids, jax.core.Tracer):  # the whole call's memory, before anything is allocated
+        length = int(lm.check_prompt(prompt_ids, max_new_tokens).shape[0])
+        lm.plan_memory(check_positive_int(n, "n (the number of particles)"), max_new_tokens, length).check(
+            where="models.sample")
     state = lm.prefill(prompt_ids, n, max_new_tokens)
     prompt_length = int(jax.device_get(state.prompt_length)[0])  # no eager device op (nothing to compile)
     out = generate(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))
@@ -211,7 +243,7 @@ def generate(lm: LanguageModel, state, key, max_new_tokens: int, processing: Pro
         proposal = process_logits(state.logits, processing)
         if min_new_tokens:
             proposal = proposal.at[:, lm.eos_id].set(jnp.where(step < min_new_tokens, -jnp.inf, proposal[:, lm.eos_id]))
-        token = jax.random.categorical(sub, proposal, axis=-1).astype(jnp.int32)
+        token = categorical(sub, proposal)
         logp = logp + jnp.where(done, 0.0, jax.nn.log_softmax(state.logits, -1)[jnp.arange(n), token])
         state = lm.extend(state, token, active=~done)
         eos = eos | (~done & (token == lm.eos_id))
@@ -246,7 +278,7 @@ def sample_prompts(lm: LanguageModel, prompts, n: int, max_new_tokens: int, key,
     """The many-prompt branch of :func:`sample` (one compiled program for the batch)."""
     n = check_positive_int(n, "n (the number of samples per prompt)")
     tokens, lengths, padded, capacity = pad_prompts(lm, prompts, max_new_tokens)
-    lm.check_memory(len(lengths) * n, capacity, padded)
+    lm.plan_memory(n, max_new_tokens, int(lengths.max()), num_prompts=len(lengths)).check(where="models.sample")
     keys = jax.random.split(key, len(lengths))
     out = generate_prompts_jit(lm, tokens, lengths, keys, n, capacity, int(max_new_tokens), processing,
                                min_new_tokens)
@@ -264,4 +296,4 @@ def sample_prompts(lm: LanguageModel, prompts, n: int, max_new_tokens: int, key,
     return results
 
 
-__all__ = ["Processing", "Samples", "generate", "generate_prompts", "process_logits", "sample"]
+__all__ = ["Processing", "Samples", "categorical", "generate", "generate_prompts", "process_logits", "sample"]

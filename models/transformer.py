@@ -12,7 +12,7 @@ from flax import nnx
 from .architectures import ArchConfig, CheckpointError, init_cache, load_checkpoint
 from .architectures.checkpoint import read_json
 from .chat import eos_ids_of_checkpoint, fold_eos
-from .interface import InputError, LanguageModel
+from .interface import InputError, LanguageModel, Shared
 from .tokenizer import Tokenizer
 
 
@@ -79,15 +79,44 @@ class TransformerLM(LanguageModel):
         return nnx.merge(self.graphdef, self.params)
 
     def _initial(self, prompt, prompt_length, capacity):
-        cache = init_cache(self.config, 1, capacity, self.dtype)
-        positions = jnp.arange(prompt.shape[0], dtype=jnp.int32)[None]
-        logits, cache = self.module(prompt[None], positions, cache)  # padding writes junk past the prompt
+        """The prompt's KV cache is computed once and kept as a :class:`Shared` part (stored once
+        for all particles of the prompt); each particle owns only a cache of ``capacity - P``
+        slots for its generated tokens (P = the padded prompt length), its key at position p
+        in slot ``p - prompt_length``. Memory for N particles: P + N * (capacity - P) positions
+        instead of N * capacity; resampling moves only the per-particle part."""
+        P = prompt.shape[0]
+        prompt_cache = init_cache(self.config, 1, P, self.dtype)
+        positions = jnp.arange(P, dtype=jnp.int32)[None]
+        logits, prompt_cache = self.module(prompt[None], positions, prompt_cache)  # padding: junk past the prompt
+        own = init_cache(self.config, 1, max(int(capacity) - P, 1), self.dtype)
+        cache = {"k": own["k"], "v": own["v"], "offset": jnp.reshape(prompt_length, (1,)).astype(jnp.int32),
+                 "prompt": Shared({"k": prompt_cache["k"], "v": prompt_cache["v"]})}
         return fold_eos(logits[0, prompt_length - 1], self._eos_ids), cache
 
     def _forward(self, cache, tokens, positions, mask):
         # masked tokens write junk past a row's length; causal masking never reads it
-        logits, cache = self.module(tokens, positions, cache)
+        logits, cache = (self.module(tokens, positions, self.module_cache(cache)) if "prompt" not in cache
+                         else self._forward_shared(cache, tokens, positions))
         return fold_eos(logits, self._eos_ids), cache
+
+    @staticmethod
+    def module_cache(cache):
+        """The decoder's view of a state's cache (the shared prompt part unwrapped)."""
+        if "prompt" not in cache:
+            return cache
+        return {"k": cache["k"], "v": cache["v"], "offset": cache["offset"],
+                "prompt_k": cache["prompt"].value["k"], "prompt_v": cache["prompt"].value["v"]}
+
+    def _forward_shared(self, cache, tokens, positions, return_hidden: bool = False):
+        out = self.module(tokens, positions, self.module_cache(cache), return_hidden=return_hidden)
+        new = {"k": out[1]["k"], "v": out[1]["v"], "offset": cache["offset"], "prompt": cache["prompt"]}
+        return (out[0], new) + tuple(out[2:])
+
+    def forward_hidden(self, cache, tokens, positions):
+        """(logits, new cache, final hidden states [n, L, hidden]) of one forward pass."""
+        out = (self.module(tokens, positions, cache, return_hidden=True) if "prompt" not in cache
+               else self._forward_shared(cache, tokens, positions, return_hidden=True))
+        return (fold_eos(out[0], self._eos_ids),) + tuple(out[1:])
 
     def __repr__(self) -> str:
         c = self.config

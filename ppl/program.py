@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from genppl.models.interface import (PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int,
+from genppl.models.interface import (PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int, map_particles,
                                      nonfinite_rows)
+from genppl.models.sampling import categorical
 
 from .constraints import StopStrings
 from .fields import Fields
@@ -202,7 +203,7 @@ class Program(Fields):
         logp, target = self.next_token_weights(state)
         logq, logw_all = proposal(self, state, target)
         alive = jnp.isfinite(jax.nn.logsumexp(logq, -1))
-        token = jax.random.categorical(key, jnp.where(alive[:, None], logq, 0.0), axis=-1).astype(jnp.int32)
+        token = categorical(key, jnp.where(alive[:, None], logq, 0.0))
         token = jnp.where(alive, token, self.lm.eos_id)
         rows = jnp.arange(token.shape[0])
         logw = jnp.broadcast_to(logw_all, logq.shape)[rows, token]
@@ -312,9 +313,10 @@ def delimiter_mask(lm: LanguageModel, delimiter: str) -> np.ndarray:
 
 
 def where_rows(mask, new, old):
-    """Row-wise select over pytrees whose leaves lead with the particle axis."""
+    """Row-wise select over pytrees whose leaves lead with the particle axis (a shared prompt
+    cache, :class:`models.interface.Shared`, is the same in both and passes through)."""
     def pick(a, b):
         m = mask.reshape(mask.shape + (1,) * (a.ndim - 1))
         return jnp.where(m, a, b)
 
-    return jax.tree.map(pick, new, old)
+    return map_particles(pick, new, old)

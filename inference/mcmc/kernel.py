@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from genppl.models.interface import InputError, LanguageModel, LMState, nonfinite_rows
+from genppl.models.sampling import categorical
 from genppl.ppl.program import where_rows
 
 from . import moves as moves_lib
@@ -224,7 +225,7 @@ def extend(key, lm: LanguageModel, lm_state: LMState, logp, logq, eos, active, s
         lq = log_q_fn(logits)
         lp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
         if forced is None:
-            token = jax.random.categorical(sub, jnp.where(active[:, None], lq, 0.0), axis=-1).astype(jnp.int32)
+            token = categorical(sub, jnp.where(active[:, None], lq, 0.0))
         else:
             token = forced[rows, jnp.minimum(j, width - 1)]
         col = jnp.where(active, j, width)  # out of range: dropped

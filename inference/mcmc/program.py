@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from genppl.models.interface import InputError, check_positive_int
+from genppl.models.interface import map_particles, InputError, check_positive_int
 from genppl.ppl.program import Program, ProgramState, where_rows
 from genppl.ppl.proposals import locally_optimal
 
@@ -83,8 +83,8 @@ class ProgramMH:
         guided = Guided(self.proposal, jnp.concatenate([tokens, tokens]), jnp.concatenate([m, length]),
                         jnp.concatenate([m, m]), True)
         end, total, spent = replay(program, program.init(2 * n), guided, k_rep, num_steps)
-        new = jax.tree.map(lambda x: x[:n], end)
-        back = jax.tree.map(lambda x: x[n:], end)
+        new = map_particles(lambda x: x[:n], end)
+        back = map_particles(lambda x: x[n:], end)
         w_new, w_old = total[:n], total[n:]
         length_new = new.lm.num_generated
         log_r = (w_new - w_old) + self.move.log_prob(m, length_new) - self.move.log_prob(m, length)

@@ -29,6 +29,7 @@ import numpy as np
 from genppl.models.batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from genppl.models.interface import (InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int,
                                      nonfinite_rows)
+from genppl.models.sampling import categorical
 
 from ..mcmc.kernel import Tempered, check_alpha, extend, masked_sum, tempered
 from ..mcmc.power import PowerSamples
@@ -115,7 +116,7 @@ def sample_tokens(lm: LanguageModel, lm_state, key, alpha, top_k: int, rollouts:
         bad_at = jnp.where(bad, lm_state.num_generated, bad_at)
         moving = ~done & ~bad
         probs = law.jackknife if jackknife else law.plain
-        choice = jax.random.categorical(key_pick, jnp.where(moving[:, None], jnp.log(probs), 0.0), axis=-1)
+        choice = categorical(key_pick, jnp.where(moving[:, None], jnp.log(probs), 0.0))
         token = jnp.take_along_axis(law.candidates, choice[:, None], 1)[:, 0]
         logp = jax.nn.log_softmax(lm_state.logits.astype(jnp.float32), -1)
         logp_total = logp_total + jnp.where(moving, logp[jnp.arange(n), token], 0.0)

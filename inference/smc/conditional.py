@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from genppl.models.interface import InputError
+from genppl.models.interface import map_particles, InputError
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
@@ -126,7 +126,7 @@ class ConditionalKernel:
                 b = jax.random.categorical(k_anc, state.logw + log_r).astype(jnp.int32)
                 reference, length = joined[b], joined_len[b]
             ancestors = ancestors.at[0].set(b)
-            particles = jax.tree.map(lambda x: x[ancestors], state.particles)
+            particles = map_particles(lambda x: x[ancestors], state.particles)
             return particles, jnp.full_like(state.logw, log_mean_exp(state.logw)), ancestors, reference, length, spent
 
         def keep(state):

@@ -36,6 +36,7 @@ from flax import struct
 
 from genppl.models.batch import any_prompt, where_prompt
 from genppl.ppl.batch import map_prompts, prompt_keys
+from genppl.models.interface import map_particles
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
@@ -114,7 +115,7 @@ class SMCKernel:
             ancestors = jnp.where(resampled, self.resampling_fn(key_resample, logw, n).astype(jnp.int32),
                                   jnp.arange(n, dtype=jnp.int32))
             logw = jnp.where(resampled, jnp.full_like(logw, log_mean_exp(logw)), logw)
-            return jax.tree.map(lambda x: x[ancestors], particles), logw, ancestors
+            return map_particles(lambda x: x[ancestors], particles), logw, ancestors
 
         def keep(particles, logw):  # no gather: copying the LM cache costs as much as a step
             return particles, logw, jnp.arange(n, dtype=jnp.int32)

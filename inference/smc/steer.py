@@ -16,7 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from genppl.models.interface import InputError
+from genppl.models.interface import InputError, map_particles
 from genppl.ppl.program import Program
 
 from .kernel import SMCInfo, SMCState, finish_step
@@ -61,7 +61,7 @@ def expand_and_select(key, program: Program, particles, logw):
     chosen, new_logw = select_without_replacement(key, child, n)
 
     parent, token = (chosen // vocab).astype(jnp.int32), (chosen % vocab).astype(jnp.int32)
-    particles = jax.tree.map(lambda x: x[parent], particles)
+    particles = map_particles(lambda x: x[parent], particles)
     moving = ~particles.done
     token = jnp.where(moving, token, program.lm.eos_id)
     log_p_token = logp[parent, token]

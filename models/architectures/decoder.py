@@ -9,6 +9,11 @@ Call: ``logits, cache = decoder(tokens, positions, cache)`` with ``tokens``/``po
 at or past the capacity are dropped), then a query at position ``p`` attends to cache slots
 ``<= p`` (and ``> p - window`` for sliding-window layers). Without a cache, the L tokens attend
 to each other under the same position rule (plain causal attention for increasing positions).
+
+A cache may also hold a prompt shared by every row (``prompt_k``/``prompt_v`` per layer, leading
+axis 1, and ``offset`` [B], each row's prompt length): row b then reads positions
+``< offset[b]`` from the shared part and keeps only its generated keys, position
+``offset[b] + s`` in slot s of ``k``/``v`` (see ``Attention._with_prompt``).
 """
 
 from __future__ import annotations
@@ -139,6 +144,8 @@ class Attention(nnx.Module):
             cos, sin = rope
             q, k = _rotate(q, cos, sin).astype(x.dtype), _rotate(k, cos, sin).astype(x.dtype)
 
+        if layer_cache is not None and "prompt_k" in layer_cache:
+            return self._with_prompt(x, q, k, v, positions, layer_cache)
         if layer_cache is None:
             keys, values, key_pos = k, v, positions                      # [B, S=L]
             new_cache = None
@@ -148,6 +155,11 @@ class Attention(nnx.Module):
             values = layer_cache["v"].at[rows, positions].set(v.astype(layer_cache["v"].dtype), mode="drop")
             new_cache = {"k": keys, "v": values}
             key_pos = jnp.arange(keys.shape[1], dtype=jnp.int32)[None, :]  # [1, S=capacity]
+
+        if layer_cache is not None and L == 1:  # one token per row: the decode step
+            out = decode_attention(q[:, 0].reshape(B, K, H // K, D), keys, values, positions[:, 0],
+                                   self.scale, self.window)
+            return self.o_proj(out.reshape(B, 1, H * D).astype(x.dtype)), new_cache
 
         qpos = positions[:, :, None]                                     # [B, L, 1]
         kpos = key_pos[:, None, :]                                       # [B|1, 1, S]
@@ -164,6 +176,136 @@ class Attention(nnx.Module):
         out = jnp.einsum("bkgls,bskd->blkgd", probs.astype(x.dtype), values.astype(x.dtype),
                          preferred_element_type=jnp.float32).astype(x.dtype)
         return self.o_proj(out.reshape(B, L, H * D)), new_cache
+
+
+    def _with_prompt(self, x, q, k, v, positions, layer_cache):
+        """Attention over a shared prompt cache plus each row's own cache of generated keys.
+
+        ``prompt_k``/``prompt_v`` [1, P, K, D] hold positions 0..P-1 (row b uses the first
+        ``offset[b]``: its prompt); ``k``/``v`` [B, Sg, K, D] hold position ``offset[b] + s`` in
+        slot s. The new keys/values go to slots ``positions - offset`` (dropped outside
+        [0, Sg)); the prompt part is never written (a position before ``offset`` is a prompt
+        position, whose keys the shared cache already holds).
+        """
+        B, L, H, D = q.shape
+        K = self.num_kv_heads
+        offset = layer_cache["offset"].astype(jnp.int32)                   # [B]
+        gen_k, gen_v = layer_cache["k"], layer_cache["v"]
+        Sg = gen_k.shape[1]
+        slots = positions - offset[:, None]
+        slots = jnp.where(slots >= 0, slots, Sg)                           # out of range: dropped
+        rows = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, L))
+        gen_k = gen_k.at[rows, slots].set(k.astype(gen_k.dtype), mode="drop")
+        gen_v = gen_v.at[rows, slots].set(v.astype(gen_v.dtype), mode="drop")
+        new_cache = {"k": gen_k, "v": gen_v}
+        pk, pv = layer_cache["prompt_k"], layer_cache["prompt_v"]
+        if L == 1:
+            out = decode_attention(q[:, 0].reshape(B, K, H // K, D), gen_k, gen_v, positions[:, 0], self.scale,
+                                   self.window, prompt_keys=pk, prompt_values=pv, offset=offset)
+            return self.o_proj(out.reshape(B, 1, H * D).astype(x.dtype)), new_cache
+        G = H // K
+        qg = q.reshape(B, L, K, G, D)
+        qpos = positions[:, :, None]                                       # [B, L, 1]
+        ppos = jnp.arange(pk.shape[1], dtype=jnp.int32)[None, None, :]     # [1, 1, P]
+        gpos = offset[:, None, None] + jnp.arange(Sg, dtype=jnp.int32)[None, None, :]  # [B, 1, Sg]
+        pmask = (ppos < offset[:, None, None]) & (ppos <= qpos)
+        gmask = gpos <= qpos
+        if self.window is not None:
+            pmask = pmask & (ppos > qpos - self.window)
+            gmask = gmask & (gpos > qpos - self.window)
+        sp = jnp.einsum("blkgd,skd->bkgls", qg, pk[0].astype(q.dtype), preferred_element_type=jnp.float32)
+        sg = jnp.einsum("blkgd,bskd->bkgls", qg, gen_k.astype(q.dtype), preferred_element_type=jnp.float32)
+        mask = jnp.concatenate([jnp.broadcast_to(pmask, (B, L, pk.shape[1])), gmask], -1)
+        scores = jnp.concatenate([sp, sg], -1) * self.scale
+        scores = jnp.where(mask[:, None, None], scores, _NEG)
+        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+        P = pk.shape[1]
+        out = (jnp.einsum("bkgls,skd->blkgd", probs[..., :P], pv[0].astype(x.dtype), preferred_element_type=jnp.float32)
+               + jnp.einsum("bkgls,bskd->blkgd", probs[..., P:], gen_v.astype(x.dtype),
+                            preferred_element_type=jnp.float32)).astype(x.dtype)
+        return self.o_proj(out.reshape(B, L, H * D)), new_cache
+
+
+#: cache slots per block of the decode step's attention loop (see :func:`decode_attention`)
+DECODE_BLOCK = 128
+
+
+def decode_attention(q, keys, values, qpos, scale: float, window: int | None = None, block: int | None = None,
+                     prompt_keys=None, prompt_values=None, offset=None):
+    """Attention of one query per row over the filled part of a KV cache (the decode step).
+
+    q [B, K, G, D] (G query heads per KV head), keys/values [B, S, K, D] (the cache in its
+    stored layout), qpos [B] int32: row b attends to the keys at positions ``<= qpos[b]`` (and
+    ``> qpos[b] - window`` with a sliding window), with weights ``softmax(scale * q.k)``.
+    Without ``offset``, slot s of the cache holds position s. With a shared prompt cache,
+    ``prompt_keys``/``prompt_values`` [1, P, K, D] hold positions 0..P-1 of every row (row b
+    uses its first ``offset[b]`` slots, its prompt) and slot s of ``keys``/``values`` holds
+    position ``offset[b] + s``: the two segments are folded into one softmax.
+
+    Cost follows the filled length, not the capacity S: a ``fori_loop`` over blocks of
+    ``block`` slots (default :data:`DECODE_BLOCK`, read at trace time) runs
+    ``ceil(max_b filled_b / block)`` times per segment (a traced trip count: one compiled
+    program whatever the length), accumulating an online softmax in float32 (running max
+    ``m``, normaliser ``l``, weighted sum ``acc``; each block rescales them by
+    ``exp(m_old - m_new)``), so the result equals the full softmax. Under ``jax.vmap`` (many
+    prompts) the loop runs to the longest row of the batch.
+
+    No relayout of the cache: scores are a multiply-and-reduce over the minor (head_dim) axis
+    of a block sliced from the cache as stored, ``sum_d q[b,k,g,d] * K[b,s,k,d]``, and the
+    output a reduce over the slot axis, ``sum_s p[b,s,k,g] * V[b,s,k,d]``. A batched dot
+    (einsum) here makes XLA copy every layer's K and V into a [B, K, S, D] layout at every step;
+    tests/models/architectures/test_decoder.py compiles a loop of decode steps and checks that
+    the optimised HLO of the loop body holds no transpose and no copy of a cache-sized array
+    (XLA on CPU does materialise each ``block``-slot slice before its reduction: a copy of the
+    part being read, in the same layout, never of the whole cache; with a capacity of at most
+    ``block`` slots there is no slice at all). Products are taken in float32 (bfloat16 caches
+    are read as stored and converted inside the fusion).
+    """
+    B, K, G, D = q.shape
+    qpos = qpos.astype(jnp.int32)
+    q32 = q.astype(jnp.float32)[:, None]                                  # [B, 1, K, G, D]
+    carry = (jnp.full((B, K, G), _NEG, jnp.float32), jnp.zeros((B, K, G), jnp.float32),
+             jnp.zeros((B, K, G, D), jnp.float32))
+    if offset is None:
+        carry = _fold_blocks(carry, q32, keys, values, jnp.zeros_like(qpos), qpos + 1, qpos, scale, window, block)
+    else:
+        offset = offset.astype(jnp.int32)
+        carry = _fold_blocks(carry, q32, prompt_keys, prompt_values, jnp.zeros_like(qpos),
+                             jnp.minimum(offset, qpos + 1), qpos, scale, window, block)
+        carry = _fold_blocks(carry, q32, keys, values, offset, jnp.clip(qpos - offset + 1, 0, keys.shape[1]),
+                             qpos, scale, window, block)
+    _, l, acc = carry
+    return acc / l[..., None]
+
+
+def _fold_blocks(carry, q32, keys, values, base, count, qpos, scale, window, block):
+    """Fold slots ``s < count[b]`` of keys/values [B or 1, S, K, D] (at positions base[b] + s)
+    into the online-softmax carry (m, l, acc), block by block (see :func:`decode_attention`)."""
+    S = keys.shape[1]
+    block = int(min(DECODE_BLOCK if block is None else block, S))
+    num_blocks = jnp.minimum((jnp.max(count) + block - 1) // block, -(-S // block))
+
+    def body(i, carry):
+        m, l, acc = carry
+        lo = i * block
+        start = jnp.minimum(lo, S - block)  # the last block may overlap the one before: masked below
+        kb = jax.lax.dynamic_slice_in_dim(keys, start, block, 1).astype(jnp.float32)
+        vb = jax.lax.dynamic_slice_in_dim(values, start, block, 1).astype(jnp.float32)
+        slot = start + jnp.arange(block, dtype=jnp.int32)                  # [block]
+        valid = (slot[None] >= lo) & (slot[None] < count[:, None])          # [B, block]
+        if window is not None:
+            valid = valid & (base[:, None] + slot[None] > qpos[:, None] - window)
+        scores = jnp.sum(q32 * kb[:, :, :, None, :], axis=-1) * scale      # [B, block, K, G]
+        valid = valid[:, :, None, None]
+        scores = jnp.where(valid, scores, _NEG)
+        m_new = jnp.maximum(m, jnp.max(scores, axis=1))                    # [B, K, G]
+        p = jnp.where(valid, jnp.exp(scores - m_new[:, None]), 0.0)
+        corr = jnp.exp(m - m_new)
+        l = l * corr + jnp.sum(p, axis=1)
+        acc = acc * corr[..., None] + jnp.sum(p[..., None] * vb[:, :, :, None, :], axis=1)
+        return m_new, l, acc
+
+    return jax.lax.fori_loop(0, num_blocks, body, carry)
 
 
 class MLP(nnx.Module):
@@ -241,6 +383,8 @@ class Decoder(nnx.Module):
         new_layers = []
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
+            if cache is not None and "prompt_k" in cache:  # a prompt cache shared by every row
+                layer_cache.update(prompt_k=cache["prompt_k"][i], prompt_v=cache["prompt_v"][i], offset=cache["offset"])
             x, nc = layer(x, positions, rope, layer_cache)
             new_layers.append(nc)
         x = self.final_norm(x)
@@ -253,6 +397,8 @@ class Decoder(nnx.Module):
             logits = jnp.einsum("bld,dv->blv", x, kernel, preferred_element_type=jnp.float32)
         new_cache = None if cache is None else \
             {"k": tuple(c["k"] for c in new_layers), "v": tuple(c["v"] for c in new_layers)}
+        if cache is not None and "prompt_k" in cache:
+            new_cache.update(prompt_k=cache["prompt_k"], prompt_v=cache["prompt_v"], offset=cache["offset"])
         if return_hidden:
             return logits.astype(jnp.float32), new_cache, hidden
         return logits.astype(jnp.float32), new_cache

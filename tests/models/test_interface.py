@@ -241,8 +241,12 @@ def test_prefill_reports_nonfinite_prompt_logits(value):
 def test_state_bytes_counts_the_kv_cache_logits_and_tokens(lm):
     c = lm.config
     n, capacity = 1000, 80
-    kv = c.num_layers * 2 * n * capacity * c.num_kv_heads * c.head_dim * 4
-    assert lm.state_bytes(n, capacity) == kv + n * c.vocab_size * 4 + n * capacity * 4 + 2 * n * 4
+    # issue 12: the prompt's cache (P = PROMPT_BUCKET padded positions) is stored once; each
+    # particle keeps capacity - P positions of its own, and its prompt offset (one int32)
+    P = interface.PROMPT_BUCKET
+    per_position = c.num_layers * 2 * c.num_kv_heads * c.head_dim * 4
+    kv = P * per_position + n * (capacity - P) * per_position
+    assert lm.state_bytes(n, capacity) == kv + n * c.vocab_size * 4 + n * capacity * 4 + 3 * n * 4
     tab = models.TabularLM.random(jax.random.key(0), vocab_size=5, max_len=3)
     assert tab.state_bytes(10, 20) == 10 * (5 * 4 + 20 * 4 + 2 * 4 + 2 * 20 * 4)
 
@@ -271,3 +275,54 @@ def test_memory_check_uses_the_available_memory(lm, monkeypatch):
 def test_available_memory_is_positive():
     free = interface.available_memory_bytes()
     assert free is None or free > 0
+
+
+# ---- the memory planner (issue 12) ---------------------------------------------------------
+def test_memory_plan_matches_the_live_buffers_of_the_state(lm):
+    """The planner's state estimate, from shapes alone, equals the bytes JAX holds after prefill."""
+    plan = lm.plan_memory(6, 8, prompt_length=20, num_prompts=1)
+    before = jax.live_arrays()  # held, so that no new array can reuse the id of a freed one
+    seen = {id(x) for x in before}
+    state = jax.block_until_ready(lm.prefill(list(range(1, 21)), 6, 8))
+    live = sum(x.nbytes for x in jax.live_arrays() if id(x) not in seen)
+    assert live == plan.state
+    assert plan.capacity == state.capacity and plan.weights == lm.weight_bytes() > 0
+    assert lm.plan_memory(6, 8, 20, num_prompts=3).state == 3 * plan.state
+    assert plan.total == plan.weights + plan.state + plan.working
+
+
+def test_memory_plan_refuses_a_budget_naming_the_numbers(lm, monkeypatch):
+    plan = lm.plan_memory(64, 16, 4)
+    with pytest.raises(InputError, match=r"64 particles .* need about .*weights .*model state .* lower n") as err:
+        plan.check(budget=plan.total - 1)
+    assert f"{plan.total:,} bytes" in str(err.value)
+    assert plan.check(budget=plan.total) is plan
+    with pytest.raises(InputError, match="of memory is available"):
+        plan.check(available=plan.state + plan.working - 1)
+    monkeypatch.setenv(interface.MEMORY_BUDGET_ENV, "1KiB")
+    with pytest.raises(InputError, match="memory budget"):
+        models.sample(lm, [1, 2], n=4, max_new_tokens=4, key=0)
+    monkeypatch.setenv(interface.MEMORY_BUDGET_ENV, "lots")
+    with pytest.raises(InputError, match="8GiB"):
+        plan.check()
+
+
+def test_the_prompt_cache_is_stored_once_and_never_moved_by_resampling(lm):
+    """prefill keeps the prompt's KV cache once (interface.Shared, leading axis 1); gather moves
+    only the per-particle leaves, whose bytes are particle_bytes; the state's total is
+    state_bytes (prompt once + n x own part)."""
+    n = 5
+    state = lm.prefill(list(range(1, 21)), n, 8)
+    shared = state.cache["prompt"]
+    assert isinstance(shared, interface.Shared)
+    assert all(x.shape[0] == 1 for x in jax.tree.leaves(shared))
+    assert all(x.shape[0] == n for x in jax.tree.leaves(interface.map_particles(lambda x: x, state),
+                                                        is_leaf=lambda x: isinstance(x, interface.Shared))
+               if not isinstance(x, interface.Shared))
+    moved = lm.gather(state, jnp.array([4, 4, 0, 1, 2]))
+    assert moved.cache["prompt"] is shared or all(
+        a is b for a, b in zip(jax.tree.leaves(moved.cache["prompt"]), jax.tree.leaves(shared)))
+    total = sum(x.nbytes for x in jax.tree.leaves(state))
+    assert total == lm.plan_memory(n, 8, 20).state
+    assert interface.particle_bytes(state) == total - sum(x.nbytes for x in jax.tree.leaves(shared))
+    np.testing.assert_array_equal(np.asarray(moved.cache["k"][0][0]), np.asarray(state.cache["k"][0][4]))

@@ -5,6 +5,7 @@ bfloat16 load stays close to float32; then the cache's write rule and a training
 """
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -135,3 +136,120 @@ def test_cache_bytes_is_the_size_of_init_cache(dtype):
     cache = jax.eval_shape(lambda: init_cache(config, 3, 24, dtype))
     size = sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(cache))
     assert cache_bytes(config, 3, 24, dtype) == size == 2 * 2 * 3 * 24 * 2 * 16 * np.dtype(dtype).itemsize
+
+
+# ---------------------------------------------------------------------------------- decode attention
+def _reference_attention(q, keys, values, qpos, scale, window):
+    B, S, K, D = keys.shape
+    kpos = np.arange(S)[None]
+    mask = kpos <= np.asarray(qpos)[:, None]
+    if window is not None:
+        mask &= kpos > np.asarray(qpos)[:, None] - window
+    s = np.einsum("bkgd,bskd->bkgs", np.asarray(q, np.float64), np.asarray(keys, np.float64)) * scale
+    s = np.where(mask[:, None, None], s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bkgs,bskd->bkgd", p, np.asarray(values, np.float64))
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_decode_attention_over_blocks_equals_the_full_softmax(window):
+    """The blocked online softmax equals the exact softmax over the filled slots, for rows of
+    different lengths, a capacity that is not a multiple of the block (the last block overlaps
+    the one before) and a sliding window."""
+    from genppl.models.architectures.decoder import decode_attention
+
+    B, S, K, G, D = 4, 37, 2, 3, 8
+    ks = jax.random.split(jax.random.key(5), 3)
+    q = jax.random.normal(ks[0], (B, K, G, D))
+    keys, values = jax.random.normal(ks[1], (B, S, K, D)), jax.random.normal(ks[2], (B, S, K, D))
+    qpos = jnp.array([0, 9, 30, 36], jnp.int32)
+    for block in (8, 64):  # 5 blocks, the last overlapping; one block holding the whole cache
+        got = jax.jit(decode_attention, static_argnums=(4, 5, 6))(q, keys, values, qpos, 0.3, window, block)
+        np.testing.assert_allclose(np.asarray(got), _reference_attention(q, keys, values, qpos, 0.3, window),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def _loop_body_ops(hlo: str) -> list[str]:
+    """Instruction lines of the computations a ``while`` loop runs (its body, condition and
+    everything they call), from XLA's optimised HLO text."""
+    comps, name = {}, None
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if head and not line.startswith(" "):
+            name = head.group(1)
+            comps[name] = []
+        elif name is not None and line.startswith("  "):
+            comps[name].append(line)
+    called = lambda lines: {c for line in lines for c in re.findall(
+        r"(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)", line)}
+    todo = {b for lines in comps.values() for line in lines if " while(" in line
+            for b in re.findall(r"(?:body|condition)=%?([\w.\-]+)", line)}
+    seen = set()
+    while todo:
+        c = todo.pop()
+        if c in seen or c not in comps:
+            continue
+        seen.add(c)
+        todo |= called(comps[c])
+    return [line for c in seen for line in comps[c]]
+
+
+def test_decode_steps_read_the_kv_cache_in_place(llama_lm, monkeypatch):
+    """The optimised HLO of a loop of decode steps holds no transpose and no copy of an array as
+    large as a layer's K or V cache: the cache is read in its stored layout (this check fails on
+    a batched-dot attention, which relayouts every layer's cache at every step)."""
+    from genppl.models.architectures import decoder
+
+    monkeypatch.setattr(decoder, "DECODE_BLOCK", 16)  # several blocks: the loop path is compiled
+    n, steps = 3, 4
+    state = llama_lm.prefill([1, 2, 3], n, 40)
+    cache_k = state.cache["k"][0]
+    size = int(np.prod(cache_k.shape))
+
+    def decode(lm, state):
+        tokens = jnp.full((n,), 5, jnp.int32)
+        return jax.lax.fori_loop(0, steps, lambda i, s: lm.extend(s, tokens), state)
+
+    hlo = jax.jit(decode).lower(llama_lm, state).compile().as_text()
+    ops = _loop_body_ops(hlo)
+    assert any("dynamic-update-slice" in op or "scatter" in op for op in ops), "no decode step found in the loop"
+
+    def elements(line):
+        shape = re.search(r"= \w+\[([\d,]*)\]", line)
+        return int(np.prod([int(d) for d in shape.group(1).split(",") if d])) if shape else 0
+
+    relayouts = [op.strip()[:160] for op in ops
+                 if re.search(r"\b(transpose|copy)\(", op) and elements(op) >= size]
+    assert not relayouts, f"the decode step copies or transposes the KV cache: {relayouts}"
+
+
+def test_shared_prompt_cache_equals_the_full_pass(arch):
+    """A prompt's cache held once for all rows (``prompt_k``/``prompt_v`` with a leading axis of
+    1, ``offset`` = prompt length) plus each row's own generated keys: one-token decode steps
+    and a multi-token pass give the logits of the full causal pass. Run on Mistral, whose
+    sliding window crosses the prompt/generated boundary (without a window the path is the same
+    code, and every TransformerLM test in tests/models and tests/inference runs through it)."""
+    if arch["name"] != "mistral":
+        pytest.skip("the shared-prompt path is architecture-independent; the sliding-window case covers it")
+    config, forward = arch["config"], arch["forward"]
+    P, prompt_len = 8, 6  # the prompt is padded to P slots; rows use the first prompt_len
+    tokens = random_tokens(9, (B, L))
+    tokens[:, :prompt_len] = tokens[0, :prompt_len]  # one prompt, shared by the B rows
+    full, _ = forward(tokens, arange_positions(B, L))
+    padded = np.concatenate([tokens[:1, :prompt_len], random_tokens(10, (1, P - prompt_len))], 1)
+    _, prompt_cache = forward(padded, arange_positions(1, P), init_cache(config, 1, P, jnp.float32))
+    own = init_cache(config, B, 16, jnp.float32)
+    cache = {"k": own["k"], "v": own["v"], "prompt_k": prompt_cache["k"], "prompt_v": prompt_cache["v"],
+             "offset": jnp.full((B,), prompt_len, jnp.int32)}
+    pieces = []
+    for t in range(prompt_len, prompt_len + 6):  # decode steps
+        logits, cache = forward(tokens[:, t:t + 1], arange_positions(B, 1, t), cache)
+        pieces.append(logits)
+        assert cache["prompt_k"][0].shape[0] == 1
+    start = prompt_len + 6
+    logits, cache = forward(tokens[:, start:L], arange_positions(B, L - start, start), cache)  # one pass of L - start
+    pieces.append(logits)
+    got = np.concatenate([np.asarray(p) for p in pieces], axis=1)
+    assert got.shape[1] == L - prompt_len
+    assert np.abs(got - np.asarray(full)[:, prompt_len:]).max() <= TOL
