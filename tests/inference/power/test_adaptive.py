@@ -11,7 +11,7 @@ from genppl.inference.power import adaptive
 from tests.inference.smc.enumeration import (CAP, assert_unbiased_measure, assert_unbiased_z, exact, random_lm,
                                              run_many)
 
-ALPHA = 3.0
+ALPHA = 6.0
 
 
 @pytest.fixture(scope="module")
