@@ -52,7 +52,11 @@ def bar(total: int, desc: str, enabled: bool = True, unit: str = "step"):
 def interactive() -> bool:
     """Whether someone watches: a terminal on stderr, or a Jupyter kernel (logs and captured
     output get no bars)."""
-    return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+    if getattr(sys.stderr, "isatty", lambda: False)():
+        return True
+    ipython = sys.modules.get("IPython")  # a Jupyter kernel's shell, not merely an imported ipykernel
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def emit(step) -> None:

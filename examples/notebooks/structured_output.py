@@ -40,7 +40,7 @@ print(arithmetic.prompt_text(problem))
 
 # %%
 pattern = r'( \d{1,3} [-+*] \d{1,3} = \d{1,3}\.){1,3} \{"answer": [0-9]{1,3}\}'
-program = ppl.Program(lm, prompt, max_new_tokens=48, potential=ppl.Regex(pattern, lm))
+program = ppl.Program(lm, prompt, max_new_tokens=64, potential=ppl.Regex(pattern, lm))
 result = smc.run(program, 16, key=0)
 result
 
@@ -64,7 +64,7 @@ print("weighted vote over the JSON answers:", result.vote(answer), "correct:", p
 
 # %%
 corpus = r"( \d{1,3} [-+*] \d{1,3} = \d{1,3}\.){1,3} The answer is \d{1,3}\."
-natural = smc.run(ppl.Program(lm, prompt, max_new_tokens=48, potential=ppl.Regex(corpus, lm)), 16, key=0)
+natural = smc.run(ppl.Program(lm, prompt, max_new_tokens=64, potential=ppl.Regex(corpus, lm)), 16, key=0)
 print(f"corpus format: vote {natural.vote(arithmetic.extract_answer)}, log Z = {natural.log_z:.2f}")
 print(f"JSON format:   vote {result.vote(answer)}, log Z = {result.log_z:.2f}")
 

@@ -242,10 +242,11 @@ def decode_attention(q, keys, values, qpos, scale: float, window: int | None = N
     uses its first ``offset[b]`` slots, its prompt) and slot s of ``keys``/``values`` holds
     position ``offset[b] + s``: the two segments are folded into one softmax.
 
-    Cost follows the filled length, not the capacity S: a ``fori_loop`` over blocks of
+    Cost follows the filled length, not the capacity S: a loop over blocks of
     ``block`` slots (default :data:`DECODE_BLOCK`, read at trace time) runs
-    ``ceil(max_b filled_b / block)`` times per segment (a traced trip count: one compiled
-    program whatever the length), accumulating an online softmax in float32 (running max
+    ``ceil(max_b filled_b / block)`` blocks per segment (a scan over every block whose cond
+    skips those past the longest filled row: one compiled program whatever the length, and
+    reverse-mode differentiable), accumulating an online softmax in float32 (running max
     ``m``, normaliser ``l``, weighted sum ``acc``; each block rescales them by
     ``exp(m_old - m_new)``), so the result equals the full softmax. Under ``jax.vmap`` (many
     prompts) the loop runs to the longest row of the batch.
@@ -305,7 +306,17 @@ def _fold_blocks(carry, q32, keys, values, base, count, qpos, scale, window, blo
         acc = acc * corr[..., None] + jnp.sum(p[..., None] * vb[:, :, :, None, :], axis=1)
         return m_new, l, acc
 
-    return jax.lax.fori_loop(0, num_blocks, body, carry)
+    from genppl.models.batch import any_prompt  # here: models.batch imports the models package
+
+    def maybe(carry, i):
+        # a scan of static length (reverse-mode differentiable, unlike a loop with a traced bound:
+        # training through decode steps needs it) whose cond skips the blocks past the longest
+        # filled row, so the work still follows the filled length; the predicate is or-ed over a
+        # batch run's prompts so that vmap keeps the cond (a batched predicate runs both branches)
+        return jax.lax.cond(any_prompt(i < num_blocks), lambda c: body(i, c), lambda c: c, carry), None
+
+    carry, _ = jax.lax.scan(maybe, carry, jnp.arange(-(-S // block), dtype=jnp.int32))
+    return carry
 
 
 class MLP(nnx.Module):

@@ -112,7 +112,7 @@ def assert_unbiased_measure(logw, seqs, support, pi, log_z, prior, z=4.0):
     # an empirical standard error is no smaller than an ideal sampler's binomial one unless the
     # bin was (almost) never hit, where it reads 0: a bin of mass pi expected under 16 hits in
     # runs * n ideal draws may stay empty without evidence of bias
-    se = np.maximum(se, np.sqrt(pi * (1 - pi) / (runs * n)))
+    se = np.maximum(se, np.sqrt(np.clip(pi * (1 - pi), 0.0, None) / (runs * n)))
     ok = np.abs(mean - pi) <= z * se + 1e-9
     assert ok.all(), (f"estimated posterior off at {[names[k] for k in np.flatnonzero(~ok)]}: "
                       f"{mean[~ok]} vs exact {pi[~ok]} (se {se[~ok]})")
