@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .interface import InputError, LanguageModel, check_positive_int
+from .interface import InputError, LanguageModel, check_positive_int, map_particles
 
 __all__ = ["PROMPT_AXIS", "Batch", "any_prompt", "in_prompt_batch", "is_prompt_batch", "where_prompt", "map_prompt_states", "pad_prompts"]
 
@@ -55,7 +55,8 @@ def where_prompt(flag, new, old):
     run simply ``new`` (the caller only gets there when ``flag`` holds: see :func:`any_prompt`)."""
     if not in_prompt_batch():
         return new
-    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
+    # the shared prompt cache is the same on both sides: no per-step select over it
+    return map_particles(lambda a, b: jnp.where(flag, a, b), new, old)
 
 
 def is_prompt_batch(prompt_ids) -> bool:

@@ -30,24 +30,26 @@ import unicodedata
 
 from genppl.models.interface import InputError
 
-__all__ = ["MAX_CODEPOINT", "SURROGATES", "parse"]
+__all__ = ["MAX_CODEPOINT", "SURROGATES", "minus", "normalize", "parse"]
 
 MAX_CODEPOINT = 0x10FFFF
 SURROGATES = (0xD800, 0xDFFF)  # not encodable in UTF-8: never in decoded text
 
 
 # ---- code-point sets: sorted, disjoint, non-adjacent (lo, hi) ranges -------------------------
-def _normalize(ranges) -> tuple[tuple[int, int], ...]:
+def normalize(ranges) -> tuple[tuple[int, int], ...]:
+    """Sorted, disjoint, non-adjacent (lo, hi) ranges covering ``ranges``, surrogates removed."""
     out: list[list[int]] = []
     for lo, hi in sorted(ranges):
         if out and lo <= out[-1][1] + 1:
             out[-1][1] = max(out[-1][1], hi)
         else:
             out.append([lo, hi])
-    return _minus(tuple((lo, hi) for lo, hi in out), SURROGATES)
+    return minus(tuple((lo, hi) for lo, hi in out), SURROGATES)
 
 
-def _minus(ranges, cut):
+def minus(ranges, cut):
+    """``ranges`` without the code points of the one range ``cut`` = (a, b)."""
     a, b = cut
     out = []
     for lo, hi in ranges:
@@ -69,7 +71,7 @@ def _complement(ranges):
         nxt = hi + 1
     if nxt <= MAX_CODEPOINT:
         out.append((nxt, MAX_CODEPOINT))
-    return _normalize(out)
+    return normalize(out)
 
 
 def _ascii(ranges):
@@ -93,7 +95,7 @@ def _unicode_shorthand(letter: str):
             ranges += [(lo, SURROGATES[0] - 1), (cp(SURROGATES[0]), cp(hi))]
         else:
             ranges.append((cp(lo), cp(hi)))
-    return _normalize(ranges)
+    return normalize(ranges)
 
 
 def _shorthand(letter: str):
@@ -101,7 +103,7 @@ def _shorthand(letter: str):
     return exact if letter.islower() else _complement(exact)
 
 
-_ANY_BUT_NEWLINE = _normalize([(0, 9), (11, MAX_CODEPOINT)])
+_ANY_BUT_NEWLINE = normalize([(0, 9), (11, MAX_CODEPOINT)])
 
 
 # ---- parser: pattern -> syntax tree ------------------------------------------------------------
@@ -209,7 +211,7 @@ class _Parser:
             item = self.escape(in_class=False)
             if isinstance(item, tuple):
                 return item
-            return ("set", self.class_set([], [item]) if isinstance(item, str) else _normalize([(item, item)]))
+            return ("set", self.class_set([], [item]) if isinstance(item, str) else normalize([(item, item)]))
         if c in "*+?":
             self.fail("nothing to repeat")
         if c == "{":
@@ -217,7 +219,7 @@ class _Parser:
             if self.quantifier() is not None:
                 self.fail("nothing to repeat", here)
         self.i += 1
-        return ("set", _normalize([(ord(c), ord(c))]))
+        return ("set", normalize([(ord(c), ord(c))]))
 
     def group(self):
         start = self.i
@@ -358,11 +360,11 @@ class _Parser:
         limited to ASCII (a subset of re's set: sound, and exact on ASCII text)."""
         short = [r for s in shorthands for r in _shorthand(s)]
         if negate:
-            out = _complement(_normalize([*ranges, *short]))
+            out = _complement(normalize([*ranges, *short]))
             return _ascii(out) if shorthands and not self.unicode else out
         if not self.unicode:
-            short = _ascii(_normalize(short))
-        return _normalize([*ranges, *short])
+            short = _ascii(normalize(short))
+        return normalize([*ranges, *short])
 
 
 

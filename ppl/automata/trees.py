@@ -22,7 +22,7 @@ from genppl.models.interface import InputError
 
 from .bytes import ByteDFA, minimize
 from .nfa import NFA, determinize
-from .syntax import MAX_CODEPOINT, SURROGATES
+from .syntax import MAX_CODEPOINT, minus, normalize
 
 __all__ = ["EMPTY", "EPSILON", "alt", "cat", "chars", "compile_tree", "embed", "is_empty", "literal", "optional", "rep",
            "without"]
@@ -105,7 +105,7 @@ def without(node, ranges) -> tuple:
     if kind == "set":
         out = node[1]
         for lo, hi in cut:
-            out = _minus(out, (lo, hi))
+            out = minus(out, (lo, hi))
         return ("set", out)
     if kind == "cat":
         return cat(*(without(n, cut) for n in node[1]))
@@ -128,26 +128,9 @@ def compile_tree(tree, name: str = "<tree>", max_states: int = 10_000) -> ByteDF
 
 
 def _normalize(ranges):
-    out: list[list[int]] = []
-    for lo, hi in sorted((int(a), int(b)) for a, b in ranges):
+    """:func:`.syntax.normalize` of user-given ranges, checked to be code points."""
+    ranges = [(int(a), int(b)) for a, b in ranges]
+    for lo, hi in ranges:
         if not 0 <= lo <= hi <= MAX_CODEPOINT:
             raise InputError(f"code point range ({lo}, {hi}) is outside [0, {MAX_CODEPOINT}]")
-        if out and lo <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return _minus(tuple((lo, hi) for lo, hi in out), SURROGATES)
-
-
-def _minus(ranges, cut):
-    a, b = cut
-    out = []
-    for lo, hi in ranges:
-        if hi < a or lo > b:
-            out.append((lo, hi))
-            continue
-        if lo < a:
-            out.append((lo, a - 1))
-        if hi > b:
-            out.append((b + 1, hi))
-    return tuple(out)
+    return normalize(ranges)
