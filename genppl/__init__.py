@@ -10,7 +10,7 @@ Subpackages load on first use, so ``import genppl`` alone is cheap.
 import importlib
 
 __version__ = "0.2.0"
-__all__ = ["circuits", "cli", "inference", "models", "ppl", "tasks", "viz"]
+__all__ = ["circuits", "cli", "distributed", "inference", "models", "ppl", "tasks", "viz"]
 
 
 def __getattr__(name):
