@@ -7,7 +7,7 @@ over it) and ``"model"`` (weights, attention heads and the KV cache are split ov
 
 from .layout import Layout, bytes_moved, layout_of
 from .mesh import DATA, MODEL, as_mesh, make_mesh
-from .placement import check_divides, constrain, data_size, on, place, place_model, replicate, replicated, shard_bytes
+from .placement import check_divides, constrain, data_size, on, place, place_model, replicate, replicated, shard_bytes, spread
 
 __all__ = ["DATA", "MODEL", "Layout", "as_mesh", "bytes_moved", "check_divides", "constrain", "data_size",
-           "layout_of", "make_mesh", "on", "place", "place_model", "replicate", "replicated", "shard_bytes"]
+           "layout_of", "make_mesh", "on", "place", "place_model", "replicate", "replicated", "shard_bytes", "spread"]

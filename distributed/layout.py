@@ -19,7 +19,8 @@ class Layout:
 
     mesh_shape: the mesh's axis sizes (``{"data": D, "model": M}``); devices: D * M.
     split: what the data axis splits (``"particles"``, or ``"prompts"`` for a batch of prompts).
-    resampling: ``"global"`` or ``"island"`` (see :mod:`genppl.inference.smc.islands`).
+    resampling: ``"global"`` or ``"island"`` (see :mod:`genppl.inference.smc.islands`); ``"none"``
+    for kernels that do not resample (sampling, MH chains, rollouts).
     state_bytes_per_device: bytes of the final state (tokens, KV cache, weights vector...)
     held by the busiest device. bytes_moved_per_step [steps]: bytes of particles resampling
     sent across devices at each step: the particles whose ancestor lives on another device,
@@ -37,9 +38,12 @@ class Layout:
 
     def __repr__(self) -> str:
         steps = max(int(np.count_nonzero(self.bytes_moved_per_step)), 1)
-        return (f"Layout(mesh {self.mesh_shape}, {self.split} split over data, {self.resampling} resampling, "
-                f"{self.state_bytes_per_device:,} state bytes per device, {self.bytes_moved:,} bytes moved "
-                f"by resampling ({self.bytes_moved // steps:,} per resampling step))")
+        text = f"Layout(mesh {self.mesh_shape}, {self.split} split over data, "
+        if self.resampling == "none":
+            return text + f"{self.state_bytes_per_device:,} state bytes per device)"
+        return text + (f"{self.resampling} resampling, {self.state_bytes_per_device:,} state bytes per device, "
+                       f"{self.bytes_moved:,} bytes moved by resampling ({self.bytes_moved // steps:,} per "
+                       "resampling step that moved any))")
 
 
 def bytes_moved(ancestors, devices: int, particle_bytes: int) -> np.ndarray:
@@ -55,13 +59,18 @@ def bytes_moved(ancestors, devices: int, particle_bytes: int) -> np.ndarray:
     return crossed.reshape(ancestors.shape[0], -1).sum(1).astype(np.int64) * int(particle_bytes)
 
 
-def layout_of(mesh, state, split: str = "particles", resampling: str = "global", ancestors=None,
+def layout_of(mesh, state, split: str = "particles", resampling: str = "none", ancestors=None,
               particle_bytes: int = 0) -> Layout | None:
-    """The :class:`Layout` of a run on ``mesh`` (None without one) whose final state is
-    ``state`` (device arrays, before they come to the host) and whose genealogy is
-    ``ancestors`` [steps, n] (per prompt of a batch, the prompts then never cross devices)."""
+    """The :class:`Layout` of a run on ``mesh`` (None without one) whose state is ``state``
+    (device arrays, measured shard by shard; or an int: bytes of the whole state, which the
+    data axis splits evenly) and whose genealogy is ``ancestors`` [steps, n] (for a batch of
+    prompts, split over its prompt axis, nothing crosses devices)."""
     if mesh is None:
         return None
+    if isinstance(state, (int, np.integer)):
+        per_device = int(state) // data_size(mesh)
+    else:
+        per_device = shard_bytes(state)
     moved = np.zeros(0, np.int64)
     if ancestors is not None and split == "particles":
         moved = bytes_moved(ancestors, data_size(mesh), particle_bytes)
@@ -69,5 +78,5 @@ def layout_of(mesh, state, split: str = "particles", resampling: str = "global",
         moved = np.zeros(np.asarray(ancestors).shape[0], np.int64)
     return Layout(mesh_shape={DATA: int(mesh.shape[DATA]), MODEL: int(mesh.shape[MODEL])},
                   devices=int(mesh.devices.size), split=split, resampling=resampling,
-                  state_bytes_per_device=shard_bytes(state), bytes_moved=int(moved.sum()),
+                  state_bytes_per_device=per_device, bytes_moved=int(moved.sum()),
                   bytes_moved_per_step=moved)

@@ -37,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 from genppl.models.batch import in_prompt_batch
 from genppl.models.interface import InputError, Shared, map_particles
 
-from .mesh import DATA, MODEL
+from .mesh import DATA, MODEL, as_mesh
 
 __all__ = ["check_divides", "constrain", "data_size", "on", "place", "place_model", "replicate", "shard_bytes"]
 
@@ -98,6 +98,25 @@ def place(tree, mesh: Mesh | None, axis: int = 0):
                         is_leaf=lambda x: isinstance(x, Shared))
 
 
+def spread(mesh, lm, n: int, state=None, prompts: tuple = ()):
+    """The boundary of a kernel called with ``mesh=`` (anything :func:`as_mesh` takes):
+    checks and placements, in one place. One prompt: ``state`` (its particles lead with
+    ``n``, a multiple of the data axis size) split over the data axis. A batch of prompts:
+    ``prompts`` (arrays leading with the prompt axis: padded prompts, lengths, keys; B a
+    multiple of the data axis size) split over it. Returns (mesh or None, the placed LM,
+    the placed state, the placed ``prompts``); without a mesh everything comes back as given."""
+    mesh = as_mesh(mesh)
+    if mesh is None:
+        return None, lm, state, prompts
+    if prompts:
+        check_divides(int(np.shape(prompts[0])[0]), mesh, "the number of prompts")
+        prompts = tuple(place(x, mesh) for x in prompts)
+    else:
+        check_divides(n, mesh)
+        state = place(state, mesh)
+    return mesh, place_model(lm, mesh), state, prompts
+
+
 def on(mesh: Mesh | None):
     """The context a sharded sweep is traced and run in (``jax.set_mesh``); a null context
     without a mesh, so that one-device runs are exactly what they were."""
@@ -141,4 +160,4 @@ def shard_bytes(tree) -> int:
     return int(total)
 
 
-__all__ += ["particle_spec", "replicated"]
+__all__ += ["particle_spec", "replicated", "spread"]

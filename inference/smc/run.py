@@ -129,7 +129,7 @@ def run_prompts(kernel, program: Program, n: int, key, mesh=None) -> Batch:
         program.programs = tuple(singles)
     with distributed.on(mesh):
         state, infos = init_and_sweep_jit(kernel, program, n, key)
-    layout = distributed.layout_of(mesh, state, "prompts", "global")
+    layout = distributed.layout_of(mesh, state, "prompts", "global (within each prompt)")
     particles = state.particles
     # only what the results read comes back to the host (not the LM cache)
     state = state.replace(particles=particles.replace(lm=particles.lm.replace(cache=None)))
