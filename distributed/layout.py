@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 from .mesh import DATA, MODEL
@@ -35,6 +36,9 @@ class Layout:
     state_bytes_per_device: int
     bytes_moved: int = 0
     bytes_moved_per_step: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    #: how the state's token buffer lay on the devices (a ``jax.sharding.NamedSharding``; None
+    #: when only the state's size was known)
+    sharding: object = None
 
     def __repr__(self) -> str:
         steps = max(int(np.count_nonzero(self.bytes_moved_per_step)), 1)
@@ -76,7 +80,10 @@ def layout_of(mesh, state, split: str = "particles", resampling: str = "none", a
         moved = bytes_moved(ancestors, data_size(mesh), particle_bytes)
     elif ancestors is not None:
         moved = np.zeros(np.asarray(ancestors).shape[0], np.int64)
-    return Layout(mesh_shape={DATA: int(mesh.shape[DATA]), MODEL: int(mesh.shape[MODEL])},
+    # the state's first array with a particle axis: its token buffer
+    tokens = next((x for x in jax.tree.leaves(state) if getattr(x, "ndim", 0) >= 1 and hasattr(x, "sharding")), None)
+    return Layout(sharding=None if tokens is None else tokens.sharding,
+                  mesh_shape={DATA: int(mesh.shape[DATA]), MODEL: int(mesh.shape[MODEL])},
                   devices=int(mesh.devices.size), split=split, resampling=resampling,
                   state_bytes_per_device=per_device, bytes_moved=int(moved.sum()),
                   bytes_moved_per_step=moved)
