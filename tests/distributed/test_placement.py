@@ -162,9 +162,9 @@ def test_sharded_smc_is_unbiased(resampling):
 
 @pytest.mark.slow  # a tiny Llama compiled four times (~35 s on the 2-core CPU)
 def test_a_transformer_on_eight_devices_equals_one_device(tmp_path):
-    # the KV cache split over the devices with its particles, the prompt cache replicated:
-    # the attention and MLP of each particle run on one device, in the same order, so the
-    # tokens and log Z are the one-device ones exactly (checked on XLA:CPU)
+    # the KV cache split over the devices with its particles, the prompt cache replicated: the
+    # same tokens, and the same log-probabilities and log Z up to float32 rounding (XLA may use
+    # another kernel for a matrix product over one row per device than over eight rows)
     from tests.checkpoints import save_llama
 
     save_llama(tmp_path)
@@ -172,8 +172,9 @@ def test_a_transformer_on_eight_devices_equals_one_device(tmp_path):
     prompt = [lm.eos_id] + lm.tokenizer.encode("the cat")
     one, eight = models.sample(lm, prompt, 8, 8, key=0), models.sample(lm, prompt, 8, 8, key=0, mesh=DEVICES)
     np.testing.assert_array_equal(eight.token_ids, one.token_ids)
-    np.testing.assert_array_equal(eight.log_probs, one.log_probs)
+    np.testing.assert_allclose(eight.log_probs, one.log_probs, rtol=1e-6, atol=1e-6)
     program = ppl.Program(lm, prompt, 8, potential=ppl.BannedStrings(["e"], lm))
     one = smc.run(program, 8, key=1, ess_threshold=1.0, progress=False)
     eight = smc.run(program, 8, key=1, ess_threshold=1.0, progress=False, mesh=DEVICES)
-    assert one.num_resampling > 0 and eight.token_ids == one.token_ids and eight.log_z == one.log_z
+    assert one.num_resampling > 0 and eight.token_ids == one.token_ids
+    assert abs(eight.log_z - one.log_z) <= 1e-5 * max(1.0, abs(one.log_z))
