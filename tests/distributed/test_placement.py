@@ -178,3 +178,70 @@ def test_a_transformer_on_eight_devices_equals_one_device(tmp_path):
     eight = smc.run(program, 8, key=1, ess_threshold=1.0, progress=False, mesh=DEVICES)
     assert one.num_resampling > 0 and eight.token_ids == one.token_ids
     assert abs(eight.log_z - one.log_z) <= 1e-5 * max(1.0, abs(one.log_z))
+
+
+def _power_smc(lm, mesh):
+    from genppl.inference import power
+    return power.power_smc(lm, [1], 16, 5, key=1, alpha=2.0, mesh=mesh)
+
+
+def _adaptive(lm, mesh):
+    from genppl.inference import power
+    return power.adaptive_power_smc(lm, [1], 16, 5, key=1, mesh=mesh)
+
+
+def _rollout(lm, mesh):
+    from genppl.inference import power
+    return power.power_rollout(lm, [1], 8, 4, key=1, alpha=2.0, top_k=3, rollouts=2, mesh=mesh)
+
+
+def _power_mcmc(lm, mesh):
+    from genppl.inference import mcmc
+    return mcmc.power_mcmc(lm, [1], 8, 4, key=1, alpha=2.0, block_size=2, mesh=mesh)
+
+
+def _steer(lm, mesh):
+    return smc.run(program_for(lm), 16, 1, kernel=smc.steer.build_kernel(), progress=False, mesh=mesh)
+
+
+def _particle_filter(lm, mesh):
+    reward = lambda texts: [0.2 + 0.6 * (len(t) % 3) / 2 for t in texts]  # host-side, every step
+    return smc.reward_particle_filter(lm, [1], reward, 16, 2, max_new_tokens=5, step_delimiter=lm.tokenizer.decode([1]),
+                                      mesh=mesh)
+
+
+@pytest.mark.slow  # each kernel compiled twice (30-50 s each on the loaded 2-core CPU)
+@pytest.mark.parametrize("kernel", [_power_smc, _adaptive, _rollout, _power_mcmc, _steer, _particle_filter],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_every_kernel_on_eight_devices_equals_one_device(lm, kernel):
+    one, eight = kernel(lm, None), kernel(lm, DEVICES)
+    np.testing.assert_array_equal(np.asarray(eight.token_ids, object), np.asarray(one.token_ids, object))
+    if hasattr(one, "log_z"):
+        assert eight.log_z == one.log_z
+    else:
+        np.testing.assert_array_equal(eight.log_probs, one.log_probs)
+    assert eight.layout.mesh_shape == {"data": DEVICES, "model": 1} and one.layout is None
+
+
+@pytest.mark.slow  # two trainers compiled (~45 s on the loaded 2-core CPU)
+def test_variational_trainer_on_eight_devices_equals_one_device(lm):
+    import optax
+
+    from genppl.inference import variational
+
+    guide = variational.Guide(proposal=models.TabularAdapter(lm))
+    program = ppl.Program(lm, [1], 4, alpha=2.0)
+    losses, params = [], []
+    for mesh in (None, DEVICES):
+        trainer = variational.Trainer(variational.trajectory_balance(guide, 8), optax.adam(0.05), program, mesh=mesh)
+        state = trainer.init(0)
+        for _ in range(3):
+            state, loss, _, _ = trainer.step(state)
+        losses.append(float(loss))
+        params.append(jax.tree.leaves(state.params))
+    # the samples split over the devices; the gradient sums over them in another order
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for a, b in zip(*params):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="the objective's num_samples=6 does not split"):
+        variational.Trainer(variational.trajectory_balance(guide, 6), optax.adam(0.05), program, mesh=DEVICES)
