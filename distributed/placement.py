@@ -138,7 +138,16 @@ def constrain(tree, axis: int = 0):
     if mesh.empty or DATA not in mesh.axis_names or mesh.shape[DATA] == 1 or in_prompt_batch():
         return tree
     d = mesh.shape[DATA]
-    return map_particles(lambda x: jax.lax.with_sharding_constraint(x, particle_spec(x, axis, d)), tree)
+
+    def pin(x):
+        spec = particle_spec(x, axis, d)
+        if not spec:
+            return x
+        # only the particle axis is pinned: the other axes stay open, so a model axis may split
+        # them (the KV cache's heads under tensor parallelism)
+        return jax.lax.with_sharding_constraint(x, P(*spec, *([P.UNCONSTRAINED] * (x.ndim - len(spec)))))
+
+    return map_particles(pin, tree)
 
 
 def replicated(x):
