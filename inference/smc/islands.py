@@ -22,7 +22,9 @@ genealogy (global particle indices) need no special handling. The price is varia
 of m particles degenerates faster than one population of n (no particle can replace a dead
 island's), so Var(Z_hat) is larger than under global resampling with the same n; the gain is
 that no particle crosses a device (the two-level scheme, which resamples whole islands by their
-Z_hat_j, is not offered).
+Z_hat_j, is not offered). Mind the island size: an island resamples when its ESS, at most m,
+falls below ``threshold * m``, so islands of m = 2 particles with the default threshold 0.5
+never resample (their ESS is never below 1); keep several particles per device.
 
 ``island_resampling(resampling_fn, k)`` is a resampler with the usual signature whose ``islands``
 attribute tells :class:`~inference.smc.kernel.SMCKernel` to take those per-island decisions.
