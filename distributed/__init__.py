@@ -5,5 +5,6 @@ over it) and ``"model"`` (weights, attention heads and the KV cache are split ov
 """
 
 from .mesh import DATA, MODEL, as_mesh, make_mesh
+from .tensor_parallel import shard_model
 
-__all__ = ["DATA", "MODEL", "as_mesh", "make_mesh"]
+__all__ = ["DATA", "MODEL", "as_mesh", "make_mesh", "shard_model"]
