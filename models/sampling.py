@@ -123,6 +123,8 @@ class Samples:
     nonfinite: np.ndarray | None = None
     #: what produced the samples (function, key, options, lm), for run records
     provenance: dict | None = dataclasses.field(default=None, repr=False, compare=False)
+    #: where the call ran on a device mesh (``genppl.distributed.Layout``; None on one device)
+    layout: object | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.nonfinite is None:
@@ -163,7 +165,7 @@ class Samples:
 
 def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-           min_new_tokens: int = 0, check_finite: bool = True) -> Samples:
+           min_new_tokens: int = 0, check_finite: bool = True, mesh=None) -> Samples:
     """Draw ``n`` continuations of one prompt; each stops at EOS or after ``max_new_tokens``.
 
     Each token is drawn from ``process_logits(logits, Processing(temperature, top_k, top_p))``;
@@ -183,6 +185,12 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     :class:`Samples` per prompt; prompt b uses the key ``jax.random.split(key, B)[b]``, so
     ``out[b]`` equals ``sample(lm, prompts[b], n, ..., key=jax.random.split(key, B)[b])``.
 
+    Many devices: ``mesh`` (None, a number of devices, or a ``(data, model)``
+    :class:`jax.sharding.Mesh`; see :mod:`genppl.distributed`) splits the ``n`` samples (for
+    a batch: the prompts) over the mesh's data axis and replicates the weights; the draws are
+    the one-device draws, token for token (JAX's partitionable threefry makes random bits
+    independent of the layout). ``out.layout`` then says where the call lived.
+
     >>> from genppl import models
     >>> lm = models.load()                                    # the bundled model
     >>> ids = lm.tokenizer.encode("S:")
@@ -195,13 +203,20 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
         raise InputError(f"min_new_tokens must be a non-negative integer, got {min_new_tokens!r}")
     key = as_key(key)
     if is_prompt_batch(prompt_ids):
-        return sample_prompts(lm, prompt_ids, n, max_new_tokens, key, processing, int(min_new_tokens), check_finite)
+        return sample_prompts(lm, prompt_ids, n, max_new_tokens, key, processing, int(min_new_tokens), check_finite,
+                              mesh)
     if not isinstance(prompt_ids, jax.core.Tracer):  # the whole call's memory, before anything is allocated
         length = int(lm.check_prompt(prompt_ids, max_new_tokens).shape[0])
         lm.plan_memory(check_positive_int(n, "n (the number of particles)"), max_new_tokens, length).check(
             where="models.sample")
     state = lm.prefill(prompt_ids, n, max_new_tokens)
     prompt_length = int(jax.device_get(state.prompt_length)[0])  # no eager device op (nothing to compile)
+    layout = None
+    if mesh is not None:  # imported here: genppl.distributed builds on this package
+        from genppl import distributed
+
+        mesh, lm, state, _ = distributed.spread(mesh, lm, n, state)
+        layout = distributed.layout_of(mesh, state)
     out = generate(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))
     tokens, count, finished, logp, bad_step = jax.device_get(out)
     nonfinite = np.asarray(bad_step) >= 0
@@ -211,7 +226,7 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     texts = [decode(t[:k]) for t, k in zip(tokens, count)]
     prompt = decode(np.asarray(prompt_ids).reshape(-1)[:prompt_length].tolist())
     out = Samples(np.asarray(tokens), np.asarray(count), np.asarray(finished), np.asarray(logp), texts, prompt,
-                  nonfinite)
+                  nonfinite, layout=layout)
     out.provenance = {"function": "genppl.models.sample", "prompt_ids": np.asarray(prompt_ids).reshape(-1).tolist(),
                       "n": n, "max_new_tokens": int(max_new_tokens), "key": key, "temperature": temperature,
                       "top_k": top_k, "top_p": top_p, "min_new_tokens": int(min_new_tokens), "lm": lm}
@@ -274,13 +289,20 @@ generate_prompts_jit = jax.jit(generate_prompts, static_argnums=(4, 5, 6, 7, 8))
 
 
 def sample_prompts(lm: LanguageModel, prompts, n: int, max_new_tokens: int, key, processing: Processing,
-                   min_new_tokens: int, check_finite: bool) -> Batch:
-    """The many-prompt branch of :func:`sample` (one compiled program for the batch)."""
+                   min_new_tokens: int, check_finite: bool, mesh=None) -> Batch:
+    """The many-prompt branch of :func:`sample` (one compiled program for the batch; on a
+    mesh, the prompt axis split over its data axis)."""
     n = check_positive_int(n, "n (the number of samples per prompt)")
     tokens, lengths, padded, capacity = pad_prompts(lm, prompts, max_new_tokens)
-    lm.plan_memory(n, max_new_tokens, int(lengths.max()), num_prompts=len(lengths)).check(where="models.sample")
+    plan = lm.plan_memory(n, max_new_tokens, int(lengths.max()), num_prompts=len(lengths)).check(where="models.sample")
     keys = jax.random.split(key, len(lengths))
-    out = generate_prompts_jit(lm, tokens, lengths, keys, n, capacity, int(max_new_tokens), processing,
+    device_tokens, device_lengths, layout = tokens, lengths, None
+    if mesh is not None:  # imported here: genppl.distributed builds on this package
+        from genppl import distributed
+
+        mesh, lm, _, (device_tokens, device_lengths, keys) = distributed.spread(mesh, lm, n, prompts=(tokens, lengths, keys))
+        layout = distributed.layout_of(mesh, plan.state, "prompts")
+    out = generate_prompts_jit(lm, device_tokens, device_lengths, keys, n, capacity, int(max_new_tokens), processing,
                                min_new_tokens)
     generated, count, finished, logp, bad_step, bad_prompt = (np.asarray(a) for a in jax.device_get(out))
     decode = lm.tokenizer.decode if lm.tokenizer is not None else lambda ids: " ".join(map(str, ids))
@@ -292,7 +314,7 @@ def sample_prompts(lm: LanguageModel, prompts, n: int, max_new_tokens: int, key,
             NonFiniteLogitsError.check(f"models.sample (prompt {b} of the batch)", bad_step[b])
         texts = [decode(t[:k]) for t, k in zip(generated[b], count[b])]
         results.append(Samples(generated[b], count[b], finished[b], logp[b], texts,
-                               decode(tokens[b, :length].tolist()), bad_step[b] >= 0))
+                               decode(tokens[b, :length].tolist()), bad_step[b] >= 0, layout=layout))
     return results
 
 

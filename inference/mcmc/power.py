@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genppl import distributed
 from genppl.models.batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from genppl.models.interface import InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int
 from genppl.models.sampling import Samples
@@ -142,7 +143,7 @@ _blockwise = jax.jit(blockwise, static_argnums=(0, 5, 6))
 def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *,
                alpha: float = 4.0, block_size: int = 16, num_mcmc: int = 4,
                proposal_temperature: float | None = None, move: Callable | None = None,
-               log_potential: Callable | None = None, kernel: MHKernel | None = None) -> PowerSamples:
+               log_potential: Callable | None = None, kernel: MHKernel | None = None, mesh=None) -> PowerSamples:
     """Blockwise MH power sampling of ``n`` independent chains.
 
     Targets p(x)^alpha * exp(log_potential(x)) over continuations of at most max_new_tokens
@@ -159,7 +160,9 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     ``prompt_ids`` may be a batch of prompts (a list of id lists of any lengths): ``n`` chains
     per prompt in one compiled program, a :class:`models.batch.Batch` of one
     :class:`PowerSamples` per prompt; prompt b uses the key ``jax.random.split(key, B)[b]``
-    and gets exactly its one-prompt result with that key.
+    and gets exactly its one-prompt result with that key. ``mesh`` (see
+    :func:`genppl.distributed.spread`): the chains (for a batch, the prompts) split over the
+    mesh's data axis, the weights replicated; the same chains as on one device.
 
     >>> import jax
     >>> from genppl import models
@@ -190,8 +193,11 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
         tokens, lengths, padded, capacity = pad_prompts(lm, prompt_ids, max_new_tokens)
         lm.check_memory(len(lengths) * n, capacity, padded)
         keys = jax.random.split(key, len(lengths))
-        out = _blockwise_prompts(kernel, lm, tokens, lengths, keys, jnp.float32(alpha),
-                                 n, capacity, int(max_new_tokens), block_size, int(num_mcmc))
+        mesh, placed, _, (dtokens, dlengths, dkeys) = distributed.spread(mesh, lm, n, prompts=(tokens, lengths, keys))
+        with distributed.on(mesh):
+            out = _blockwise_prompts(kernel, placed, dtokens, dlengths, dkeys, jnp.float32(alpha),
+                                     n, capacity, int(max_new_tokens), block_size, int(num_mcmc))
+        layout = distributed.layout_of(mesh, out[0], "prompts")
         state, (accepted, log_target) = jax.device_get(_without_cache(out[0])), jax.device_get(out[1])
         results = Batch()
         for b in range(len(lengths)):
@@ -199,13 +205,19 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
             NonFiniteLogitsError.check(f"power_mcmc (prompt {b} of the batch)", state_b.nonfinite)
             out = to_samples(lm, state_b, alpha, accepted[b], log_target[b], method)
             out.provenance = provenance(kernel, keys[b], n, max_new_tokens, alpha, block_size, num_mcmc, lm)
+            out.layout = layout
             results.append(out)
         return results
     state = empty(lm, prompt_ids, n, max_new_tokens)
-    state, (accepted, log_target) = _blockwise(kernel, lm, state, key, jnp.float32(alpha), block_size, int(num_mcmc))
+    mesh, placed, state, _ = distributed.spread(mesh, lm, n, state)
+    with distributed.on(mesh):
+        state, (accepted, log_target) = _blockwise(kernel, placed, state, key, jnp.float32(alpha), block_size,
+                                                   int(num_mcmc))
+    layout = distributed.layout_of(mesh, state)
     NonFiniteLogitsError.check("power_mcmc", jax.device_get(state.nonfinite))
     out = to_samples(lm, state, alpha, accepted, log_target, method)
     out.provenance = provenance(kernel, key, n, max_new_tokens, alpha, block_size, num_mcmc, lm)
+    out.layout = layout
     return out
 
 

@@ -153,12 +153,15 @@ pilot_jit = jax.jit(smc.sweep, static_argnums=0)
 
 def adaptive_power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *, alpha: float = 4.0,
                        alpha_start: float = 1.0, target_ess: float = 0.5, pilot_particles: int | None = None,
-                       resampling_fn=smc.systematic, ess_threshold: float = 0.5) -> smc.SMCResult:
+                       resampling_fn=smc.systematic, ess_threshold: float = 0.5, mesh=None,
+                       resampling: str = "global") -> smc.SMCResult:
     """Power-SMC for p^alpha with an adaptively tempered exponent (see the module docstring):
     a pilot SMC with ``pilot_particles`` (default n) chooses alphas[t] so that the conditional
     ESS of each reweighting is ``target_ess``; an independent SMC with that schedule fixed
     gives the particles and an unbiased log Z_hat. The result's ``schedule`` is the table and
-    ``pilot_tokens`` the pilot's generated tokens.
+    ``pilot_tokens`` the pilot's generated tokens. ``mesh`` and ``resampling``: the second
+    (estimating) run on many devices, as in :func:`inference.smc.run`; the pilot, which only
+    chooses the schedule, runs on one device.
 
     >>> import jax
     >>> from genppl import models
@@ -179,7 +182,7 @@ def adaptive_power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: in
                                      resampling_fn=resampling_fn, ess_threshold=ess_threshold)
     fixed = program.replace(alphas=jnp.asarray(table, jnp.float32))
     result = smc.run(fixed, n, k_run, resampling_fn=resampling_fn, proposal=locally_optimal(),
-                     ess_threshold=ess_threshold)
+                     ess_threshold=ess_threshold, mesh=mesh, resampling=resampling)
     result.method = f"Power-SMC (alpha={alpha:g}, adaptive tempering at CESS {target_ess:g}; {result.method})"
     result.schedule = table
     result.pilot_tokens = int(sum(len(t) for t in pilot.token_ids))

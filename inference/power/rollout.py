@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genppl import distributed
 from genppl.models.batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from genppl.models.interface import (InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int,
                                      nonfinite_rows)
@@ -135,7 +136,7 @@ def sample_tokens(lm: LanguageModel, lm_state, key, alpha, top_k: int, rollouts:
 
 def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *,
                   alpha: float = 4.0, top_k: int = 4, rollouts: int = 4, horizon: int | None = None,
-                  jackknife: bool = True, proposal_temperature: float | None = None) -> PowerSamples:
+                  jackknife: bool = True, proposal_temperature: float | None = None, mesh=None) -> PowerSamples:
     """Rollout-based power sampling: each next token is drawn from the estimated law
     p(v)^alpha zeta_hat(v) over the ``top_k`` most likely tokens, zeta_hat from ``rollouts``
     rollouts per candidate of at most ``horizon`` tokens (default: to the end) drawn at
@@ -146,6 +147,8 @@ def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, ke
     ``prompt_ids`` may be a batch of prompts (a list of id lists of any lengths): ``n``
     particles per prompt in one compiled program, a :class:`models.batch.Batch` of one
     :class:`PowerSamples` per prompt; prompt b uses the key ``jax.random.split(key, B)[b]``.
+    ``mesh`` (see :func:`genppl.distributed.spread`): the particles (for a batch, the prompts)
+    split over the mesh's data axis, the weights replicated; the same draws as on one device.
 
     >>> import jax
     >>> from genppl import models
@@ -176,15 +179,23 @@ def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, ke
     if is_prompt_batch(prompt_ids):
         tokens, lengths, padded, capacity = pad_prompts(lm, prompt_ids, max_new_tokens)
         lm.check_memory(len(lengths) * n, capacity, padded)
-        out = sample_tokens_prompts(lm, tokens, lengths, jax.random.split(key, len(lengths)), jnp.float32(alpha),
-                                    n, capacity, *static)
+        keys = jax.random.split(key, len(lengths))
+        mesh, placed, _, (tokens, lengths, keys) = distributed.spread(mesh, lm, n, prompts=(tokens, lengths, keys))
+        with distributed.on(mesh):
+            out = sample_tokens_prompts(placed, tokens, lengths, keys, jnp.float32(alpha), n, capacity, *static)
+        layout = distributed.layout_of(mesh, out[0], "prompts")
         results = Batch()
         for b, parts in enumerate(zip(*_host_parts(*out, max_new_tokens))):
             results.append(_samples(lm, *parts, method, f"power_rollout (prompt {b} of the batch)"))
+            results[-1].layout = layout
         return results
     state = lm.prefill(prompt_ids, n, max_new_tokens)
-    out = sample_tokens(lm, state, key, jnp.float32(alpha), *static)
-    return _samples(lm, *_host_parts(*out, max_new_tokens, batched=False), method, "power_rollout")
+    mesh, placed, state, _ = distributed.spread(mesh, lm, n, state)
+    with distributed.on(mesh):
+        out = sample_tokens(placed, state, key, jnp.float32(alpha), *static)
+    result = _samples(lm, *_host_parts(*out, max_new_tokens, batched=False), method, "power_rollout")
+    result.layout = distributed.layout_of(mesh, out[0])
+    return result
 
 
 def _host_parts(lm_state, eos, logp, cost, bad_at, max_new_tokens: int, batched: bool = True):

@@ -99,7 +99,8 @@ class PowerProgram(Program):
 
 def power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *,
               alpha: float = 4.0, ramp_tokens: int = 0, alpha_start: float = 1.0,
-              resampling_fn=smc.systematic, ess_threshold: float = 0.5, move=None) -> smc.SMCResult:
+              resampling_fn=smc.systematic, ess_threshold: float = 0.5, move=None, mesh=None,
+              resampling: str = "global") -> smc.SMCResult:
     """Power-SMC: ``n`` weighted particles targeting p(x)^alpha, and log Z_hat for
     Z = sum_x p(x)^alpha (see the module docstring for the weights and the ramp).
 
@@ -108,7 +109,8 @@ def power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     applied after each resampling, e.g. ``inference.mcmc.rejuvenation()`` (no ramp then).
     ``prompt_ids`` may be a batch of prompts (a list of id lists): one compiled run, a
     :class:`models.batch.Batch` of results, prompt b with key ``jax.random.split(key, B)[b]``
-    (see :func:`inference.smc.run`).
+    (see :func:`inference.smc.run`). ``mesh`` and ``resampling`` ("global" or "island"): many
+    devices, as in :func:`inference.smc.run`.
 
     >>> import jax
     >>> from genppl import models
@@ -124,7 +126,7 @@ def power_smc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     batch = is_prompt_batch(prompt_ids)
     program = [program(p) for p in prompt_ids] if batch else program(prompt_ids)
     result = smc.run(program, n, key, resampling_fn=resampling_fn, proposal=locally_optimal(),
-                     ess_threshold=ess_threshold, move=move)
+                     ess_threshold=ess_threshold, move=move, mesh=mesh, resampling=resampling)
     ramp = f", alpha ramped from {alpha_start:g} over {ramp_tokens} tokens" if ramp_tokens else ""
     for one in (result if batch else [result]):
         one.method = f"Power-SMC (alpha={alpha:g}{ramp}; {one.method})"

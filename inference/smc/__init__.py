@@ -17,7 +17,8 @@ Building blocks (blackjax style): :func:`init` and :func:`build_kernel` (a pure
 (8,)
 """
 
-from . import conditional, replay, resampling, steer
+from . import conditional, islands, replay, resampling, steer
+from .islands import IslandResampler, island_resampling
 from .bounds import LogZBounds, log_z_bounds, log_z_runs
 from .kernel import SMCInfo, SMCKernel, SMCState, build_kernel, finish_step, init, sweep
 from .particle_filter import reward_particle_filter
@@ -28,5 +29,5 @@ from .run import run
 __all__ = [
     "SMCInfo", "SMCKernel", "SMCResult", "SMCState", "build_kernel", "ess", "finish_step", "init",
     "log_mean_exp", "multinomial", "residual", "resampling", "reward_particle_filter", "run",
-    "steer", "stratified", "sweep", "systematic", "conditional", "replay", "LogZBounds", "log_z_bounds", "log_z_runs",
+    "steer", "stratified", "sweep", "systematic", "conditional", "replay", "islands", "IslandResampler", "island_resampling", "LogZBounds", "log_z_bounds", "log_z_runs",
 ]

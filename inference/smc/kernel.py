@@ -36,10 +36,12 @@ from flax import struct
 
 from genppl.models.batch import any_prompt, where_prompt
 from genppl.ppl.batch import map_prompts, prompt_keys
+from genppl.distributed import constrain, replicated
 from genppl.models.interface import map_particles
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
+from .islands import check_islands, island_flags, reset_weights
 from .resampling import ess, log_mean_exp, systematic
 from .validation import check_kernel_parts
 
@@ -109,11 +111,21 @@ class SMCKernel:
     def __call__(self, key, state: SMCState, program: Program) -> tuple[SMCState, SMCInfo]:
         n = state.logw.shape[0]
         key_resample, key_move, key_step = jax.random.split(key, 3)
-        resampled = (ess(state.logw) < self.ess_threshold * n) & jnp.isfinite(jax.nn.logsumexp(state.logw))
+        k = getattr(self.resampling_fn, "islands", 1)  # island resampling (.islands): per-island decisions
+        if k == 1:
+            resampled = (ess(state.logw) < self.ess_threshold * n) & jnp.isfinite(jax.nn.logsumexp(state.logw))
+        else:
+            check_islands(n, k)
+            flags = island_flags(state.logw, self.ess_threshold, k)
+            resampled = jnp.any(flags)
+
         def resample(particles, logw):
             # in a batch of prompts this runs when any prompt resamples: the others keep theirs
-            ancestors = jnp.where(resampled, self.resampling_fn(key_resample, logw, n).astype(jnp.int32),
-                                  jnp.arange(n, dtype=jnp.int32))
+            drawn = self.resampling_fn(key_resample, replicated(logw), n).astype(jnp.int32)
+            if k > 1:
+                ancestors = jnp.where(jnp.repeat(flags, n // k), drawn, jnp.arange(n, dtype=jnp.int32))
+                return self.resampling_fn.gather(particles, ancestors), reset_weights(logw, flags), ancestors
+            ancestors = jnp.where(resampled, drawn, jnp.arange(n, dtype=jnp.int32))
             logw = jnp.where(resampled, jnp.full_like(logw, log_mean_exp(logw)), logw)
             return map_particles(lambda x: x[ancestors], particles), logw, ancestors
 
@@ -137,6 +149,12 @@ def build_kernel(resampling_fn: Callable = systematic, proposal: Callable | None
     proposal = locally_optimal() if proposal is None else proposal
     check_kernel_parts(resampling_fn, proposal, ess_threshold, move)
     return SMCKernel(resampling_fn, proposal, float(ess_threshold), move)
+
+
+def constrain_state(state: SMCState) -> SMCState:
+    """On a mesh (:func:`genppl.distributed.on`): the particles split over the data axis, the
+    weight vector on every device (resampling reads all of it); a no-op otherwise."""
+    return state.replace(particles=constrain(state.particles), logw=replicated(state.logw))
 
 
 def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMCState, SMCInfo]:
@@ -166,6 +184,7 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
     has_move = getattr(kernel, "move", None) is not None
 
     def body(state, key):
+        state = constrain_state(state)  # on a mesh: particles stay split over its data axis
         live = jnp.isfinite(jax.nn.logsumexp(state.logw)) & (jnp.any(~state.particles.done) | has_move)
 
         def step(s):  # in a batch of prompts: runs while any prompt is live; the others stay idle
@@ -173,6 +192,7 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
             return where_prompt(live, (new, info.replace(logw=None)), (s, idle))  # logw: filled below
 
         state, info = jax.lax.cond(any_prompt(live), step, lambda s: (s, idle), state)
+        state = constrain_state(state)
         return state, info.replace(logw=state.logw)
 
     return jax.lax.scan(body, state, jax.random.split(key, steps))

@@ -36,7 +36,7 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
                            step_delimiter: str = "\n", final: bool = False, beta: float = 1.0,
                            potential: Potential | None = None, proposal=None,
                            batched: bool = True, resampling_fn=systematic,
-                           ess_threshold: float = 1.0) -> SMCResult:
+                           ess_threshold: float = 1.0, mesh=None, resampling: str = "global") -> SMCResult:
     """Particle filtering over steps with a reward model ``reward(texts) -> r`` in [0, 1].
 
     Targets (see the module docstring): p(x) prod_k r(x_<=k)^beta, or with ``final=True``
@@ -44,7 +44,9 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
     proposal: default the LM itself (:func:`ppl.proposals.prior`). ``prompt_ids`` may be a
     batch of prompts (a list of id lists): one compiled run, a :class:`models.batch.Batch` of
     results, prompt b with key ``jax.random.split(key, B)[b]``; the reward model is then
-    called once per step with the texts of every prompt's particles.
+    called once per step with the texts of every prompt's particles. ``mesh`` and
+    ``resampling`` ("global" or "island"): many devices, as in :func:`run` (the host-side
+    reward model still sees every particle's text, gathered to the host at each step).
 
     >>> import re
     >>> def reward(texts):   # fraction of worked equations that hold, smoothed into (0, 1)
@@ -69,7 +71,7 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
     program = [Program(lm, p, max_new_tokens, potential=factor, step_delimiter=step_delimiter) for p in prompt_ids] \
         if batch else Program(lm, prompt_ids, max_new_tokens, potential=factor, step_delimiter=step_delimiter)
     result = run(program, n, key, resampling_fn=resampling_fn, ess_threshold=ess_threshold,
-                 proposal=prior() if proposal is None else proposal)
+                 proposal=prior() if proposal is None else proposal, mesh=mesh, resampling=resampling)
     target = "p(x) r(x)^beta" if final else "p(x) prod_k r(x_<=k)^beta"
     for one in (result if batch else [result]):
         one.method = f"step-level particle filter with a reward model (target {target}, beta={beta:g})"

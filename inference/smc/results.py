@@ -43,6 +43,8 @@ class SMCResult:
     ancestors: np.ndarray | None = None  # [steps, n] ancestor indices of each step (identity: none)
     step_log_weights: np.ndarray | None = None
     provenance: dict | None = dataclasses.field(default=None, repr=False, compare=False)
+    #: where the run lived on a device mesh (:class:`genppl.distributed.Layout`; None on one device)
+    layout: object | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_run(cls, program, state, infos, method: str = "SMC") -> "SMCResult":

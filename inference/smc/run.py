@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
-from genppl.models.interface import InputError, NonFiniteLogitsError, as_key, check_positive_int
+from genppl import distributed
+
+from genppl.models.interface import InputError, NonFiniteLogitsError, as_key, check_positive_int, particle_bytes
 from genppl.models.batch import Batch
 from genppl.ppl.batch import as_program, host_slice, prompt_keys, unstack
 from genppl.ppl.program import Program
 
 from .. import progress as progress_lib
+from .islands import island_resampling
 from .kernel import SMCKernel, build_kernel, init, sweep
 from .results import SMCResult
 from .steer import SteerKernel
@@ -20,7 +25,8 @@ from .steer import SteerKernel
 sweep_jit = jax.jit(sweep, static_argnums=0)
 
 
-def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, **kernel_options) -> SMCResult:
+def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, mesh=None,
+        resampling: str = "global", **kernel_options) -> SMCResult:
     """Run SMC on ``program`` with ``n`` particles until every particle has finished.
 
     kernel: a kernel from :func:`build_kernel` or :func:`steer.build_kernel` (or any hashable
@@ -30,6 +36,18 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     (:mod:`inference.progress`) when stderr is a terminal or a notebook; it appears only when
     the call lasts over two seconds.
     The result keeps what :func:`inference.records.save` needs to write a replayable record.
+
+    Many devices: ``mesh`` (what :func:`genppl.distributed.as_mesh` takes: None, a number of
+    devices, or a ``(data, model)`` :class:`jax.sharding.Mesh`) splits the particles over the
+    mesh's data axis (``n`` a multiple of its size) and replicates the weights
+    (:mod:`genppl.distributed.placement`). ``resampling="global"`` (the default) draws every
+    ancestor from all n weights, exactly as on one device: same key, same tokens, same log Z;
+    particles whose ancestor lives on another device are copied across (counted in
+    ``result.layout``). ``resampling="island"`` makes each device's n / D particles an
+    independent SMC (:mod:`.islands`; log Z_hat = log-mean-exp of the islands' estimates, still
+    unbiased): nothing crosses devices, at the price of more variance. A batch of prompts is
+    split over its prompt axis instead (B a multiple of D); resampling then never crosses
+    devices, so both settings run the same global-within-prompt resampling.
 
     Many prompts: ``program`` may be a list of programs or one batched program
     (:func:`ppl.stack`); they run in ONE compiled program, ``n`` particles per prompt,
@@ -62,21 +80,28 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
         if hasattr(part, "check"):
             for one in unstack(program):
                 part.check(one)
+    mesh, kernel = on_mesh(mesh, resampling, kernel, program, n)
     what = describe(kernel)
     if program.num_prompts is not None:
-        return run_prompts(kernel, program, n, key)
+        return run_prompts(kernel, program, n, key, mesh)
     steps = program.max_new_tokens
     # report only when someone watches (a terminal or a notebook): elsewhere the compiled
     # sweep is the plain one, without callbacks
     report = bool(progress) and progress_lib.interactive()
-    with progress_lib.bar(steps, "SMC", enabled=report):
-        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if report else kernel, program,
-                                 init(program, n), key)
+    program = program.replace(lm=distributed.place_model(program.lm, mesh))
+    start = init(program, n)
+    if mesh is not None:  # particles split over the data axis, weights vector replicated
+        start = start.replace(particles=distributed.place(start.particles, mesh),
+                              logw=distributed.replicate(start.logw, mesh), step=distributed.replicate(start.step, mesh))
+    with progress_lib.bar(steps, "SMC", enabled=report), distributed.on(mesh):
+        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if report else kernel, program, start, key)
         if report:  # keep the bar open until the sweep and its callbacks are done
             jax.block_until_ready((state, infos))
             jax.effects_barrier()
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
+    result.layout = distributed.layout_of(mesh, state, "particles", resampling, result.ancestors,
+                                          particle_bytes(start.particles) // n)
     result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": key, "kernel": what,
                          "program": program}
     return result
@@ -91,13 +116,20 @@ def init_and_sweep(kernel, program: Program, n: int, key):
 init_and_sweep_jit = jax.jit(init_and_sweep, static_argnums=(0, 2))
 
 
-def run_prompts(kernel, program: Program, n: int, key) -> Batch:
+def run_prompts(kernel, program: Program, n: int, key, mesh=None) -> Batch:
     """The batch branch of :func:`run`: every prompt's particles in one compiled program,
-    prompt b with key ``jax.random.split(key, B)[b]``; one :class:`SMCResult` per prompt."""
+    prompt b with key ``jax.random.split(key, B)[b]``; one :class:`SMCResult` per prompt.
+    On a mesh the prompt axis is split over its data axis."""
     lm, num = program.lm, program.num_prompts
     padded, capacity = lm.buffer_sizes(program.prompt.shape[1], program.max_new_tokens)
     lm.check_memory(num * n, capacity, padded)
-    state, infos = init_and_sweep_jit(kernel, program, n, key)
+    if mesh is not None:
+        singles = unstack(program)  # the originals, kept for decoding and records
+        program = distributed.place(program.replace(lm=None), mesh).replace(lm=distributed.place_model(lm, mesh))
+        program.programs = tuple(singles)
+    with distributed.on(mesh):
+        state, infos = init_and_sweep_jit(kernel, program, n, key)
+    layout = distributed.layout_of(mesh, state, "prompts", "global (within each prompt)")
     particles = state.particles
     # only what the results read comes back to the host (not the LM cache)
     state = state.replace(particles=particles.replace(lm=particles.lm.replace(cache=None)))
@@ -112,8 +144,32 @@ def run_prompts(kernel, program: Program, n: int, key) -> Batch:
         # each prompt's record replays as its own one-prompt run, with its own key
         result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": keys[b], "kernel": method,
                              "program": singles[b]}
+        result.layout = layout
         results.append(result)
     return results
+
+
+def on_mesh(mesh, resampling: str, kernel, program: Program, n: int):
+    """Check ``mesh=`` and ``resampling=`` of a run; returns (the mesh or None, the kernel,
+    with island resampling over the data axis when asked for on one prompt)."""
+    mesh = distributed.as_mesh(mesh)
+    if resampling not in ("global", "island"):
+        raise InputError(f"resampling must be 'global' (exact, the one-device run) or 'island' (each device "
+                         f"an independent SMC), got {resampling!r}")
+    if mesh is None:
+        return None, kernel
+    if program.num_prompts is not None:
+        distributed.check_divides(program.num_prompts, mesh, "the number of prompts")
+        return mesh, kernel
+    distributed.check_divides(n, mesh)
+    d = distributed.data_size(mesh)
+    if resampling == "island" and d > 1:
+        if not isinstance(kernel, SMCKernel):
+            raise InputError(f"resampling='island' needs a kernel from smc.build_kernel (it resamples within each "
+                             f"device's particles); {describe(kernel)} selects over all of them: use "
+                             "resampling='global'")
+        kernel = dataclasses.replace(kernel, resampling_fn=island_resampling(kernel.resampling_fn, d))
+    return mesh, kernel
 
 
 def describe(kernel) -> str:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from genppl.distributed import constrain
 from genppl.models.lora import GuidedLM
 from genppl.ppl.proposals import locally_optimal
 
@@ -34,6 +35,7 @@ def rollout(program, key, n: int, proposal=locally_optimal()):
 
     def body(carry, k):
         state, logw = carry
+        state = constrain(state)  # on a mesh (genppl.distributed.on): samples split over its data axis
         state, inc = program.step(k, state, proposal)
         return (state, logw + inc), None
 
@@ -84,6 +86,7 @@ def trace(program, tokens, proposal=locally_optimal()) -> Trace:
     twisted = isinstance(program.lm, GuidedLM) and program.lm.twist is not None
 
     def body(state, tok):
+        state = constrain(state)  # on a mesh: sequences split over its data axis
         moving = ~state.done
         logp, target = program.next_token_weights(state)
         logq, _ = proposal(program, state, target)

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from genppl import distributed
 from genppl.models.interface import InputError, as_key, check_positive_int, read_npz
 
 from genppl.viz import History
@@ -75,9 +76,14 @@ class Trainer:
 
     The step ``(state, program, batch) -> (state, loss, metrics, finite)`` is jitted once per
     trainer, with the program and the batch as traced arguments (no constants baked in).
+
+    mesh (see :mod:`genppl.distributed`): the objective's samples (its ``num_samples``, a
+    multiple of the data axis size) are split over the mesh's data axis inside every step,
+    the weights and the parameters replicated (their gradients are summed across devices by
+    XLA); the same losses and updates as on one device, up to float rounding of the sums.
     """
 
-    def __init__(self, objective: Objective, optimizer, program, batch=None):
+    def __init__(self, objective: Objective, optimizer, program, batch=None, mesh=None):
         if not isinstance(objective, Objective):
             raise InputError(f"objective must be an inference.variational.Objective, got "
                              f"{type(objective).__name__}")
@@ -88,6 +94,10 @@ class Trainer:
             raise InputError("batch must be None or a dict of weighted samples {'tokens', 'log_weights'} "
                              f"(e.g. inference.variational.exact_batch(program)), got {type(batch).__name__}")
         objective.validate(program, batch)
+        self.mesh = distributed.as_mesh(mesh)
+        if self.mesh is not None:
+            distributed.check_divides(objective.num_samples, self.mesh, "the objective's num_samples")
+            program = program.replace(lm=distributed.place_model(program.lm, self.mesh))
         self.exact = batch if isinstance(batch, dict) and "log_z" in batch else None
         self.objective, self.optimizer, self.program = objective, optimizer, program
         self.batch = None if batch is None else {"tokens": jnp.asarray(batch["tokens"], jnp.int32),
@@ -112,11 +122,13 @@ class Trainer:
         else:
             self.objective.check(params)
             params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-        return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), k_run)
+        state = TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32), k_run)
+        return distributed.replicate(state, self.mesh)
 
     def step(self, state: TrainState):
         """One optimiser step: (state, loss, metrics, finite)."""
-        return self._step(state, self.program, self.batch)
+        with distributed.on(self.mesh):
+            return self._step(state, self.program, self.batch)
 
     def fit(self, state: TrainState, steps: int, *, checkpoint=None, checkpoint_every: int = 50,
             eval_every: int = 0, eval_particles: int = 32, eval_runs: int = 8, progress: bool = True):
