@@ -98,6 +98,8 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
         if report:  # keep the bar open until the sweep and its callbacks are done
             jax.block_until_ready((state, infos))
             jax.effects_barrier()
+    if distributed.spans_processes(mesh):  # other processes hold some particles: gather them (multi-process)
+        state, infos = distributed.to_host((state, infos))
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
     result.layout = distributed.layout_of(mesh, state, "particles", resampling, result.ancestors,
