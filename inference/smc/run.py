@@ -135,7 +135,7 @@ def run_prompts(kernel, program: Program, n: int, key, mesh=None) -> Batch:
     particles = state.particles
     # only what the results read comes back to the host (not the LM cache)
     state = state.replace(particles=particles.replace(lm=particles.lm.replace(cache=None)))
-    state, infos = jax.device_get((state, infos))
+    state, infos = (distributed.to_host if mesh is not None else jax.device_get)((state, infos))
     singles, method = unstack(program), describe(kernel)
     keys = prompt_keys(key, num)
     results = Batch()

@@ -105,3 +105,31 @@ def test_a_dead_process_stops_the_others_within_a_minute(checkpoint, tmp_path, d
     assert "distributed service detected fatal errors" in err or "another task died" in err, err[-3000:]
     print(f"process {1 - dead} stopped {waited:.1f} s after process {dead} died, with:",
           next(line for line in err.splitlines() if "fatal errors" in line or "task died" in line)[:300])
+
+
+CLI = ["--method", "smc", "--prompt", "the cat", "--ban", "e", "--n", "8", "--max-new-tokens", "8", "--seed", "5",
+       "--json"]
+
+
+@pytest.mark.slow  # two processes run the genppl command: about a minute on 2 CPU cores
+def test_the_command_over_two_processes_prints_once_the_one_process_summary(checkpoint, capsys):
+    from genppl.cli.main import main
+
+    port = free_port()
+    args = ["--model", str(checkpoint)] + CLI
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen(["timeout", "-s", "KILL", str(LIMIT), sys.executable, "-m", "genppl.cli", *args,
+                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate() for p in procs]
+    for i, (p, (_, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {i} failed:\n{err[-3000:]}"
+    assert main(args) == 0  # the same command in this one process, one device
+    want = json.loads(capsys.readouterr().out)
+    text = outs[0][0]
+    got = json.loads(text[text.index("{"):])  # gloo's connection lines may come first
+    assert got["log_z"] == pytest.approx(want["log_z"], abs=1e-4)  # the summary rounds to 4 decimals
+    assert got["examples"] == want["examples"] and got["mean_ess"] == want["mean_ess"]
+    assert '"log_z"' not in outs[1][0]  # process 1 stays quiet

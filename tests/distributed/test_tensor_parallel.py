@@ -117,3 +117,17 @@ def test_model_axis_of_one_replicates(llama):
     assert lm.kv_sharding is None
     kernel = lm.params["layers"][0]["mlp"]["up_proj"]["kernel"][...]
     assert kernel.sharding.is_fully_replicated and len(kernel.sharding.device_set) == 2
+
+
+@pytest.mark.slow  # compiles an SMC sweep twice (one device; 4 x 2 devices): about 30 s on 2 CPU cores
+def test_smc_over_data_and_model_axes_equals_one_device(llama):
+    from genppl import ppl
+    from genppl.inference import smc
+
+    program = ppl.Program(llama, PROMPT, 8, potential=ppl.BannedTokens([3, 4, 5]))
+    want = smc.run(program, 8, key=1)
+    got = smc.run(program, 8, key=1, mesh=distributed.make_mesh(8, model_parallel=2))
+    assert got.layout.mesh_shape == {distributed.DATA: 4, distributed.MODEL: 2}
+    assert [list(t) for t in got.token_ids] == [list(t) for t in want.token_ids]
+    np.testing.assert_allclose(got.log_z, want.log_z, rtol=0, atol=TOL)
+    np.testing.assert_allclose(got.log_weights, want.log_weights, rtol=0, atol=TOL)
