@@ -102,7 +102,8 @@ def test_weights_follow_the_megatron_layout(llama):
     assert layer["mlp"]["gate_proj"]["kernel"][...].sharding.spec == P(None, model)
     assert layer["mlp"]["down_proj"]["kernel"][...].sharding.spec == P(model, None)
     assert lm.params["lm_head"]["kernel"][...].sharding.spec == P(None, model)
-    assert lm.params["embed"]["embedding"][...].sharding.is_fully_replicated
+    assert lm.params["embed"]["embedding"][...].sharding.spec == P(model, None)  # over the vocabulary
+    assert lm.params["final_norm"]["scale"][...].sharding.is_fully_replicated
     assert lm.kv_sharding.spec[2] == model
 
 
