@@ -106,7 +106,7 @@ def param_specs(params, config, model_parallel: int):
     return jax.tree_util.tree_map_with_path(spec, params)
 
 
-def place(x, sharding: NamedSharding):
+def place_array(x, sharding: NamedSharding):
     """A global array with ``sharding`` from ``x`` (the same value in every process): each
     process fills only the shards its own devices hold (works across processes as well)."""
     if isinstance(x, jax.Array) and x.is_fully_addressable and sharding.is_fully_addressable:
@@ -141,11 +141,11 @@ def shard_model(lm: LanguageModel, mesh) -> LanguageModel:
     m = int(mesh.shape[MODEL])
     if not isinstance(lm, TransformerLM):
         replicated = NamedSharding(mesh, P())
-        return jax.tree.map(lambda x: place(x, replicated) if isinstance(x, (jax.Array, np.ndarray)) else x, lm)
+        return jax.tree.map(lambda x: place_array(x, replicated) if isinstance(x, (jax.Array, np.ndarray)) else x, lm)
     if m > 1:
         check_divisible(lm.config, m)
     specs = param_specs(lm.params, lm.config, m) if m > 1 else jax.tree.map(lambda _: P(), lm.params)
-    params = jax.tree.map(lambda s, x: place(x, NamedSharding(mesh, s)), specs, lm.params,
+    params = jax.tree.map(lambda s, x: place_array(x, NamedSharding(mesh, s)), specs, lm.params,
                           is_leaf=lambda s: isinstance(s, P))
     kv = NamedSharding(mesh, kv_cache_spec()) if m > 1 else None
     return TransformerLM(lm.graphdef, params, lm.config, lm.tokenizer, lm.dtype, kv_sharding=kv)

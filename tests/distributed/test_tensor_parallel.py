@@ -132,3 +132,13 @@ def test_smc_over_data_and_model_axes_equals_one_device(llama):
     assert [list(t) for t in got.token_ids] == [list(t) for t in want.token_ids]
     np.testing.assert_allclose(got.log_z, want.log_z, rtol=0, atol=TOL)
     np.testing.assert_allclose(got.log_weights, want.log_weights, rtol=0, atol=TOL)
+
+
+def test_a_tabular_model_is_replicated():
+    from genppl import models
+
+    lm = models.TabularLM.random(jax.random.key(0), vocab_size=5, max_len=3, eos_id=0)
+    placed = distributed.shard_model(lm, distributed.make_mesh(2, model_parallel=2))
+    tables = [x for x in jax.tree.leaves(placed) if isinstance(x, jax.Array)]
+    assert tables and all(x.sharding.is_fully_replicated and len(x.sharding.device_set) == 2 for x in tables)
+    np.testing.assert_array_equal(np.asarray(placed.table), np.asarray(lm.table))
