@@ -17,8 +17,14 @@ not depend on the layout because JAX's threefry generator is partitionable
 (``jax_threefry_partitionable``, on by default): the bits of ``jax.random.uniform(key, (n,))``
 are a function of the key and the element's index, not of which device computes it.
 Reductions over particles (log-sum-exp of the weights, the resampler's cumulative sum) run on
-the replicated weight vector, in the same order as on one device; so a sharded run gives the
-same tokens and the same log Z as the one-device run, bit for bit (tests/distributed).
+the replicated weight vector, in the same order as on one device. So a sharded run gives the
+same tokens and the same log Z as the one-device run: bit for bit when each particle's own
+arithmetic does not depend on how many particles share a device (the tabular LM; tested), and
+up to float32 rounding of that arithmetic otherwise: XLA may pick a different CPU/GPU kernel
+for a matrix product over n / D rows than over n rows (seen on a tiny Llama: a weight off by
+one unit in the last place, 5e-7, at some steps; the tokens the same). A token could then
+differ only if a uniform draw fell within that rounding of a boundary of the cumulative
+distribution (probability about 1e-7 per draw).
 
 A batch of B prompts (:func:`ppl.stack`) is split over its prompt axis instead: each prompt's
 particles then live on one device, and resampling never crosses devices. B must be a multiple
@@ -132,7 +138,16 @@ def constrain(tree, axis: int = 0):
     if mesh.empty or DATA not in mesh.axis_names or mesh.shape[DATA] == 1 or in_prompt_batch():
         return tree
     d = mesh.shape[DATA]
-    return map_particles(lambda x: jax.lax.with_sharding_constraint(x, particle_spec(x, axis, d)), tree)
+
+    def pin(x):
+        spec = particle_spec(x, axis, d)
+        if not spec:
+            return x
+        # only the particle axis is pinned: the other axes stay open, so a model axis may split
+        # them (the KV cache's heads under tensor parallelism)
+        return jax.lax.with_sharding_constraint(x, P(*spec, *([P.UNCONSTRAINED] * (x.ndim - len(spec)))))
+
+    return map_particles(pin, tree)
 
 
 def replicated(x):

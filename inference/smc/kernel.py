@@ -21,7 +21,12 @@ whose constraint rules out every token gets weight -inf and is never resampled.
 The parts are functions (blackjax style): a resampler ``(key, logw [N], n) -> ancestors [n]``,
 a proposal ``(program, state, target) -> (log q, log w)`` (:mod:`ppl.proposals`) and a move
 ``(key, program, particles, step) -> particles`` that leaves the intermediate target of
-``step`` invariant (e.g. :func:`inference.mcmc.rejuvenation`). :func:`build_kernel` returns a hashable kernel, so :func:`run` compiles once per
+``step`` invariant (e.g. :func:`inference.mcmc.rejuvenation`). A resampler with an ``islands``
+attribute (:func:`.islands.island_resampling`) splits the particles into that many
+groups, each of which decides from its own ESS, draws its own ancestors and resets its own
+weights: independent SMCs side by side, whose estimates the same log-mean-exp averages. On a
+device mesh (:mod:`genppl.distributed`) :func:`sweep` pins the particles to the mesh's data axis
+and the weight vector to every device at each step. :func:`build_kernel` returns a hashable kernel, so :func:`run` compiles once per
 kernel configuration, particle count and table shapes — not per prompt or per potential.
 """
 
@@ -34,9 +39,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from genppl.distributed import constrain, replicated
 from genppl.models.batch import any_prompt, where_prompt
 from genppl.ppl.batch import map_prompts, prompt_keys
-from genppl.distributed import constrain, replicated
 from genppl.models.interface import map_particles
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal

@@ -103,7 +103,7 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
     result.layout = distributed.layout_of(mesh, state, "particles", resampling, result.ancestors,
-                                          particle_bytes(start.particles) // n)
+                                          particle_bytes(start.particles) // n, result.resampled)
     result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": key, "kernel": what,
                          "program": program}
     return result

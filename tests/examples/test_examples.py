@@ -85,3 +85,12 @@ def test_grammar(model):
     out = load("grammar").main(["--model", model, "--n", "8", "--max-new-tokens", "100", "--steps", "1"])
     assert out["check"] and out["live"], "some particle should finish within 100 tokens"
     assert all(t.endswith(".") and " The answer is " in t for t in out["live"])
+
+
+@pytest.mark.slow  # three SMC sweeps of the random Llama, two on a mesh of the 8 test devices (~40 s)
+def test_sharded_smc(model, capsys):
+    out = load("sharded_smc").main(["--model", model, "--n", "8", "--max-new-tokens", "8"])
+    assert out["devices"] == 8 and out["check"]
+    assert out["global"].layout.mesh_shape == {"data": 8, "model": 1}
+    assert out["island"].layout.bytes_moved == 0
+    assert "check (the mesh with global resampling gives the one-device tokens and log Z): ok" in capsys.readouterr().out
