@@ -118,6 +118,10 @@ class RunConfig:
     expansions: int | None = None
     # power-smc-adaptive
     target_ess: float | None = None
+    # multi-process runs (genppl.distributed.launch): all three or none
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
 
     @property
     def is_power(self) -> bool:
@@ -234,6 +238,11 @@ def build_parser() -> Parser:
     guided.add_argument("--hmm-states", type=int, default=None, help="smc-guided: hidden states to distil (default 32)")
     guided.add_argument("--hmm-samples", type=int, default=None, help="smc-guided: LM samples to distil from (default 2048)")
     guided.add_argument("--hmm-epochs", type=int, default=None, help="smc-guided: EM epochs (default 5)")
+    multi = p.add_argument_group("multi-process runs (jax.distributed: start the same command once per process; "
+                                 "sample and smc run over a mesh of every process's devices, process 0 prints)")
+    multi.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="process 0's address and a free port")
+    multi.add_argument("--num-processes", type=int, default=None, metavar="K", help="how many processes take part")
+    multi.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's index, 0 .. K-1")
     return p
 
 
@@ -311,9 +320,27 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values["alpha"] = 1.0  # its target is p(x) r(x)^beta
     if "ess_threshold" in method.options and values["ess_threshold"] is None:
         values["ess_threshold"] = 1.0 if args.method == "pf" else 0.5
+    values.update(multi_process(args))
     config = RunConfig(**values)
     check(config, vars(args))
     return config
+
+
+def multi_process(args) -> dict:
+    """``--coordinator``, ``--num-processes``, ``--process-id``: all three or none, checked."""
+    given = {k: getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")}
+    if all(v is None for v in given.values()):
+        return {}
+    if any(v is None for v in given.values()):
+        raise InputError("a multi-process run needs all of --coordinator HOST:PORT, --num-processes K and "
+                         "--process-id I (the same first two in every process)")
+    from genppl.distributed.launch import parse_coordinator
+
+    parse_coordinator(given["coordinator"])
+    if given["num_processes"] < 1 or not 0 <= given["process_id"] < given["num_processes"]:
+        raise InputError(f"--process-id must lie in 0 .. --num-processes - 1 and --num-processes must be >= 1, "
+                         f"got --process-id {given['process_id']} --num-processes {given['num_processes']}")
+    return given
 
 
 def check_texts(args) -> None:

@@ -81,6 +81,7 @@ def run(config: RunConfig) -> dict:
 
     lm = models.load(config.model, dtype=config.dtype)
     session = prepare(config, lm)
+    main_process = multi_process_mesh(config, session)
     method = METHODS[config.method]
     key = models.as_key(config.seed)
     work = jobs(config)
@@ -90,8 +91,8 @@ def run(config: RunConfig) -> dict:
     power_stats = collections.defaultdict(list)
     chain_stats = collections.defaultdict(list)
     shown = []
-    progress = _progress(work, config)
-    paths = record_paths(config.record, len(work))
+    progress = _progress(work, config) if main_process else None
+    paths = record_paths(config.record, len(work)) if main_process else []
     per_call = PROMPTS_PER_CALL if method.batched else 1
     results = []
     for start in range(0, len(work), per_call):
@@ -209,6 +210,19 @@ def replay_recipe(args: dict):
     return lm, lambda key: method.run(session, prompt_ids, key)
 
 
+def multi_process_mesh(config: RunConfig, session) -> bool:
+    """In a multi-process run (``--coordinator``; :func:`main` has joined it), the methods that
+    take a mesh (sample, smc) get one over every process's devices. Returns whether this is
+    process 0, the one that prints and writes."""
+    if config.coordinator is None:
+        return True
+    from genppl import distributed
+
+    if config.method in ("sample", "smc"):
+        session.mesh = distributed.make_mesh()
+    return distributed.is_main()
+
+
 def _progress(work, config: RunConfig):
     if len(work) == 1:
         return None
@@ -228,10 +242,16 @@ def main(argv=None) -> int:
     other InputErrors, file errors) return 2 after one line on stderr."""
     config = parse_args(argv)
     try:
+        if config.coordinator is not None:  # before anything touches JAX
+            from genppl import distributed
+
+            distributed.initialize(config.coordinator, config.num_processes, config.process_id)
         summary = run(config)
     except (InputError, ValueError, OSError) as err:
         print(error_line(err), file=sys.stderr)
         return 2
+    if config.coordinator is not None and config.process_id != 0:
+        return 0  # process 0 prints the summary; the others stay quiet
     if config.json:
         print(json.dumps(summary, indent=2))
         return 0

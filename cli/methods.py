@@ -70,6 +70,7 @@ class Session:
     step_delimiter: str | None = None
     learned: Any = None  # (guide, params) of --learned
     guides: dict = dataclasses.field(default_factory=dict)
+    mesh: Any = None  # a multi-process run's mesh of every process's devices (sample and smc take it)
 
 
 # ---- the methods --------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def run_sample(session: Session, prompt_ids, key):
 
     c = session.config
     return models.sample(session.lm, prompt_ids, c.n, c.max_new_tokens, key,
-                         temperature=c.temperature, top_k=c.top_k, top_p=c.top_p)
+                         temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, mesh=session.mesh)
 
 
 def _program(session: Session, prompt_ids, potential, delimiter):
@@ -103,7 +104,7 @@ def run_smc(session: Session, prompt_ids, key):
         guide, params = session.learned
         program, proposal = guide.program(params, program), guide.proposal_fn
     return smc.run(program, c.n, key, resampling_fn=c.resampling_fn, proposal=proposal,
-                   ess_threshold=c.ess_threshold)
+                   ess_threshold=c.ess_threshold, mesh=session.mesh)
 
 
 def run_smc_steer(session: Session, prompt_ids, key):

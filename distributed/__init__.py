@@ -11,3 +11,10 @@ from .placement import check_divides, constrain, data_size, on, place, place_mod
 
 __all__ = ["DATA", "MODEL", "Layout", "as_mesh", "bytes_moved", "check_divides", "constrain", "data_size",
            "layout_of", "make_mesh", "on", "place", "place_model", "replicate", "replicated", "shard_bytes", "spread"]
+
+# the model axis (tensor parallelism) and multi-process runs
+from . import launch
+from .launch import initialize, is_main, spans_processes, to_host
+from .tensor_parallel import shard_model
+
+__all__ += ["initialize", "is_main", "launch", "shard_model", "spans_processes", "to_host"]

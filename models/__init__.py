@@ -25,16 +25,24 @@ def bundled_path() -> Path:
     return BUNDLED
 
 
-def load(path=None, dtype="float32", eos_id=None):
+def load(path=None, dtype="float32", eos_id=None, mesh=None):
     """Load a local Hugging Face checkpoint directory (default: the bundled model).
 
     ``eos_id`` overrides the EOS token the files name (needed when they name none). Every
     fault in the directory raises one :class:`~models.architectures.CheckpointError` (an
     :class:`InputError`) naming the file and what to do; see ``TransformerLM.from_pretrained``.
+    ``mesh`` (a ``genppl.distributed.make_mesh`` mesh, or a number of devices): the weights are
+    placed on it, split over its model axis (tensor parallelism) and replicated over its data
+    axis (``genppl.distributed.place_model``).
     """
     from .transformer import TransformerLM  # imports the architectures only when needed
 
-    return TransformerLM.from_pretrained(BUNDLED if path is None else path, dtype=dtype, eos_id=eos_id)
+    lm = TransformerLM.from_pretrained(BUNDLED if path is None else path, dtype=dtype, eos_id=eos_id)
+    if mesh is None:
+        return lm
+    from genppl import distributed  # imported here: genppl.distributed builds on this package
+
+    return distributed.place_model(lm, distributed.as_mesh(mesh))
 
 
 __all__ = [

@@ -140,7 +140,7 @@ class LoRA:
 
         merged = jax.tree_util.tree_map_with_path(merge, self.lm.params)
         lm = self.lm
-        return TransformerLM(lm.graphdef, merged, lm.config, lm.tokenizer, lm.dtype)
+        return TransformerLM(lm.graphdef, merged, lm.config, lm.tokenizer, lm.dtype, lm.kv_sharding)
 
     def __repr__(self) -> str:
         return f"LoRA(rank={self.rank}, targets={self.targets}, {len(self.shapes)} matrices)"

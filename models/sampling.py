@@ -218,7 +218,8 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
         mesh, lm, state, _ = distributed.spread(mesh, lm, n, state)
         layout = distributed.layout_of(mesh, state)
     out = generate(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))
-    tokens, count, finished, logp, bad_step = jax.device_get(out)
+    fetch = distributed.to_host if mesh is not None else jax.device_get  # to_host: every process's rows
+    tokens, count, finished, logp, bad_step = fetch(out)
     nonfinite = np.asarray(bad_step) >= 0
     if check_finite:
         NonFiniteLogitsError.check("models.sample", bad_step)
@@ -304,7 +305,8 @@ def sample_prompts(lm: LanguageModel, prompts, n: int, max_new_tokens: int, key,
         layout = distributed.layout_of(mesh, plan.state, "prompts")
     out = generate_prompts_jit(lm, device_tokens, device_lengths, keys, n, capacity, int(max_new_tokens), processing,
                                min_new_tokens)
-    generated, count, finished, logp, bad_step, bad_prompt = (np.asarray(a) for a in jax.device_get(out))
+    fetch = distributed.to_host if mesh is not None else jax.device_get  # to_host: every process's rows
+    generated, count, finished, logp, bad_step, bad_prompt = (np.asarray(a) for a in fetch(out))
     decode = lm.tokenizer.decode if lm.tokenizer is not None else lambda ids: " ".join(map(str, ids))
     results = Batch()
     for b, length in enumerate(lengths):

@@ -22,14 +22,21 @@ class TransformerLM(LanguageModel):
 
     The weights are the pytree's leaves; the module structure, config and tokenizer are
     static. The KV cache lives in :class:`LMState` with room for the whole generation.
+
+    ``kv_sharding`` (static; None on one device): a :class:`jax.sharding.NamedSharding` for
+    every ``[batch, slots, kv_heads, head_dim]`` array of the KV cache, applied as a sharding
+    constraint wherever the cache is created or updated; tensor parallelism
+    (``genppl.distributed.shard_model``) sets it so that each device keeps the keys and values
+    of its own heads.
     """
 
-    def __init__(self, graphdef, params, config: ArchConfig, tokenizer=None, dtype=jnp.float32):
+    def __init__(self, graphdef, params, config: ArchConfig, tokenizer=None, dtype=jnp.float32, kv_sharding=None):
         self.graphdef = graphdef
         self.params = params
         self.config = config
         self.tokenizer = tokenizer
         self.dtype = dtype
+        self.kv_sharding = kv_sharding
         self.vocab_size = config.vocab_size
         self.max_length = config.max_position_embeddings
         eos = tokenizer.eos_id if tokenizer is not None and tokenizer.eos_id is not None else config.eos_token_id
@@ -66,12 +73,27 @@ class TransformerLM(LanguageModel):
         return cls.from_module(decoder, config, tokenizer, dtype)
 
     def tree_flatten(self):
-        return (self.params,), (self.graphdef, self.config, self.tokenizer, self.dtype)
+        return (self.params,), (self.graphdef, self.config, self.tokenizer, self.dtype, self.kv_sharding)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        graphdef, config, tokenizer, dtype = aux
-        return cls(graphdef, children[0], config, tokenizer, dtype)
+        graphdef, config, tokenizer, dtype, kv_sharding = aux
+        return cls(graphdef, children[0], config, tokenizer, dtype, kv_sharding)
+
+    def constrain_cache(self, cache):
+        """``cache`` with every key/value array (per layer ``[batch, slots, kv_heads, head_dim]``,
+        the shared prompt part included) under :attr:`kv_sharding`; unchanged without one."""
+        if self.kv_sharding is None:
+            return cache
+        constrain = lambda x: jax.lax.with_sharding_constraint(x, self.kv_sharding)  # noqa: E731
+        out = dict(cache)
+        for name in ("k", "v", "prompt_k", "prompt_v"):
+            if name in out:
+                out[name] = tuple(constrain(x) for x in out[name])
+        if "prompt" in out:
+            out["prompt"] = Shared({name: tuple(constrain(x) for x in part)
+                                    for name, part in out["prompt"].value.items()})
+        return out
 
     @property
     def module(self):
@@ -91,13 +113,13 @@ class TransformerLM(LanguageModel):
         own = init_cache(self.config, 1, max(int(capacity) - P, 1), self.dtype)
         cache = {"k": own["k"], "v": own["v"], "offset": jnp.reshape(prompt_length, (1,)).astype(jnp.int32),
                  "prompt": Shared({"k": prompt_cache["k"], "v": prompt_cache["v"]})}
-        return fold_eos(logits[0, prompt_length - 1], self._eos_ids), cache
+        return fold_eos(logits[0, prompt_length - 1], self._eos_ids), self.constrain_cache(cache)
 
     def _forward(self, cache, tokens, positions, mask):
         # masked tokens write junk past a row's length; causal masking never reads it
         logits, cache = (self.module(tokens, positions, self.module_cache(cache)) if "prompt" not in cache
                          else self._forward_shared(cache, tokens, positions))
-        return fold_eos(logits, self._eos_ids), cache
+        return fold_eos(logits, self._eos_ids), self.constrain_cache(cache)
 
     @staticmethod
     def module_cache(cache):
@@ -116,7 +138,7 @@ class TransformerLM(LanguageModel):
         """(logits, new cache, final hidden states [n, L, hidden]) of one forward pass."""
         out = (self.module(tokens, positions, cache, return_hidden=True) if "prompt" not in cache
                else self._forward_shared(cache, tokens, positions, return_hidden=True))
-        return (fold_eos(out[0], self._eos_ids),) + tuple(out[1:])
+        return (fold_eos(out[0], self._eos_ids), self.constrain_cache(out[1])) + tuple(out[2:])
 
     def __repr__(self) -> str:
         c = self.config

@@ -98,6 +98,8 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
         if report:  # keep the bar open until the sweep and its callbacks are done
             jax.block_until_ready((state, infos))
             jax.effects_barrier()
+    if distributed.spans_processes(mesh):  # other processes hold some particles: gather them (multi-process)
+        state, infos = distributed.to_host((state, infos))
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
     result.layout = distributed.layout_of(mesh, state, "particles", resampling, result.ancestors,
@@ -133,7 +135,7 @@ def run_prompts(kernel, program: Program, n: int, key, mesh=None) -> Batch:
     particles = state.particles
     # only what the results read comes back to the host (not the LM cache)
     state = state.replace(particles=particles.replace(lm=particles.lm.replace(cache=None)))
-    state, infos = jax.device_get((state, infos))
+    state, infos = (distributed.to_host if mesh is not None else jax.device_get)((state, infos))
     singles, method = unstack(program), describe(kernel)
     keys = prompt_keys(key, num)
     results = Batch()

@@ -147,3 +147,15 @@ def test_non_utf8_prompt_from_the_shell():
     assert out.returncode == 2
     assert out.stderr.decode().startswith("genppl: error: --prompt holds the byte 0xff")
     assert out.stderr.count(b"\n") == 1 and out.stdout == b""
+
+
+def test_multi_process_flags_come_together_and_are_checked(capsys):
+    c = parse_args(["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "1"])
+    assert (c.coordinator, c.num_processes, c.process_id) == ("127.0.0.1:1234", 2, 1)
+    assert parse_args([]).coordinator is None
+    for argv, message in ((["--coordinator", "127.0.0.1:1234"], "needs all of --coordinator"),
+                          (["--coordinator", "host", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+                          (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "--process-id must")):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -41,9 +41,9 @@ ARCHS = {
 }
 
 
-def make_torch_model(name, seed=0):
+def make_torch_model(name, seed=0, **overrides):
     cls_name, kwargs = ARCHS[name]
-    config = getattr(transformers, cls_name)(**json.loads(json.dumps(kwargs)))
+    config = getattr(transformers, cls_name)(**json.loads(json.dumps(dict(kwargs, **overrides))))
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():  # HF initialises norms to 1 and biases to 0: perturb them so their mapping is tested
