@@ -10,8 +10,8 @@ from genppl.models.batch import Batch
 from genppl.ppl.batch import as_program, host_slice, prompt_keys, unstack
 from genppl.ppl.program import Program
 
-from .. import progress as progress_lib
-from .kernel import SMCKernel, build_kernel, init, sweep
+from genppl.models import progress as progress_lib
+from .kernel import SMCKernel, build_kernel, init, sweep, sweep_steps
 from .results import SMCResult
 from .steer import SteerKernel
 
@@ -65,21 +65,42 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     what = describe(kernel)
     if program.num_prompts is not None:
         return run_prompts(kernel, program, n, key)
-    steps = program.max_new_tokens
-    # report only when someone watches (a terminal or a notebook): elsewhere the compiled
-    # sweep is the plain one, without callbacks
-    report = bool(progress) and progress_lib.interactive()
-    with progress_lib.bar(steps, "SMC", enabled=report):
-        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if report else kernel, program,
-                                 init(program, n), key)
-        if report:  # keep the bar open until the sweep and its callbacks are done
-            jax.block_until_ready((state, infos))
-            jax.effects_barrier()
+    # a bar only when someone watches (a terminal or a notebook); elsewhere one plain sweep
+    if progress and progress_lib.interactive():
+        state, infos = sweep_in_chunks(kernel, program, init(program, n), key)
+    else:
+        state, infos = sweep_jit(kernel, program, init(program, n), key)
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
     result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": key, "kernel": what,
                          "program": program}
     return result
+
+
+# a slice of a sweep's steps (static: the kernel), its state updated in place
+sweep_steps_jit = jax.jit(sweep_steps, static_argnums=0, donate_argnums=2)
+
+
+def sweep_in_chunks(kernel, program: Program, state, key):
+    """:func:`sweep` under a progress bar: the steps in :data:`progress.CHUNKS` slices of one
+    compiled program (:func:`progress.run_in_chunks`); the same keys, so the same result."""
+    steps = program.max_new_tokens
+    stops = progress_lib.chunk_stops(steps)
+    size = stops[0]  # every slice this long (the last one padded): one program
+    keys = jax.random.split(key, steps)
+    keys = jax.numpy.concatenate([keys, jax.numpy.repeat(keys[-1:], size, 0)])  # padding (idle)
+    valid = np.arange(steps + size) < steps
+    done = [0]
+
+    def advance(state, stop):
+        start = done[0]
+        done[0] = int(stop)
+        return sweep_steps_jit(kernel, program, state, keys[start:start + size], valid[start:start + size])
+
+    state, infos = progress_lib.run_in_chunks(advance, state, steps, "SMC")
+    infos = jax.tree.map(lambda *parts: jax.numpy.concatenate(
+        [p[:b - a] for p, a, b in zip(parts, [0] + stops, stops)]), *infos)
+    return state, infos
 
 
 def init_and_sweep(kernel, program: Program, n: int, key):

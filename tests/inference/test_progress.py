@@ -1,9 +1,8 @@
-"""Progress from inside a compiled sweep: the callbacks reach the open bar, and reporting
-changes nothing in the output."""
-
-import pytest
+"""Progress bars for compiled sweeps: the sweep runs in chunks of one compiled program, the
+bar follows them, and reporting changes nothing in the output."""
 
 from genppl.inference import progress, smc
+from genppl.models import progress as core
 from tests.inference.conftest import KERNEL
 
 
@@ -13,38 +12,44 @@ class Recorder:
     made = []
 
     def __init__(self, total, **options):
-        self.total, self.n, self.closed = total, 0, False
+        self.total, self.n, self.closed, self.updates = total, 0, False, []
         Recorder.made.append(self)
 
     def update(self, k):
         self.n += k
+        self.updates.append(k)
 
     def close(self):
         self.closed = True
 
 
-def test_progress_reaches_the_bar_and_changes_nothing(tabular_program, tabular_run, monkeypatch):
-    import jax
+def watched(monkeypatch):
+    """Pretend someone watches, with a recording bar."""
     import tqdm.auto
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
-    monkeypatch.setattr(progress, "interactive", lambda: True)
+    monkeypatch.setattr(core, "interactive", lambda: True)
     Recorder.made.clear()
-    again = smc.run(tabular_program, 16, key=3, kernel=KERNEL)     # the fixture's compiled sweep
-    jax.effects_barrier()
+
+
+def test_progress_reaches_the_bar_and_changes_nothing(tabular_program, tabular_run, monkeypatch):
+    watched(monkeypatch)
+    again = smc.run(tabular_program, 16, key=3, kernel=KERNEL)
     (bar,) = Recorder.made
-    # every=1 for 6 steps: the bar saw the steps the sweep took, then was closed
-    assert bar.total == 6 and bar.closed and bar.n == len(tabular_run.ess)
+    # 6 steps in chunks of 1: the bar moved once per chunk to the end, then was closed
+    assert bar.total == 6 and bar.closed and bar.n == 6 and bar.updates == [1] * 6
     quiet = smc.run(tabular_program, 16, key=3, kernel=KERNEL, progress=False)
     assert len(Recorder.made) == 1                                   # progress=False: no bar
     for other in (again, quiet):
         assert other.log_weights.tobytes() == tabular_run.log_weights.tobytes()
         assert other.token_ids == tabular_run.token_ids
+        assert other.ess.tobytes() == tabular_run.ess.tobytes()
+        assert (other.ancestors == tabular_run.ancestors).all()
 
 
-def test_reporting_wrapper():
-    wrapped = progress.Reporting(KERNEL, every=3)
-    assert wrapped == progress.Reporting(KERNEL, 3) and hash(wrapped) == hash(progress.Reporting(KERNEL, 3))
-    assert wrapped.move is None
-    progress.emit(3)                                   # no bar open: ignored
-    assert progress.report_every(96) == 12 and progress.report_every(4) == 1
+def test_chunk_stops_cover_the_loop_in_equal_chunks():
+    assert progress.chunk_stops(64) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert progress.chunk_stops(10) == [2, 4, 6, 8, 10]            # uneven: fewer, equal chunks
+    assert progress.chunk_stops(37) == [5, 10, 15, 20, 25, 30, 35, 37]
+    assert progress.chunk_stops(3) == [1, 2, 3] and progress.chunk_stops(1) == [1]
+    assert progress.interactive() is False                           # pytest captures stderr
