@@ -29,7 +29,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-__all__ = ["CHUNKS", "DELAY", "bar", "chunk_stops", "interactive", "open_bars", "run_in_chunks"]
+__all__ = ["CHUNKS", "DELAY", "bar", "chunk_stops", "distinct", "interactive", "open_bars", "run_in_chunks"]
 
 #: seconds before a bar appears (calls shorter than this show nothing)
 DELAY = 2.0
@@ -82,8 +82,11 @@ def run_in_chunks(advance: Callable, carry, total: int, desc: str, *, unit: str 
     ``advance(carry, stop) -> (carry, marker)`` under a bar (the caller has checked that
     someone watches). ``advance``: a jitted function that donates ``carry`` and returns a
     small ``marker`` computed by the chunk (not an input passed through), ready when the
-    chunk is. Returns (the final carry, the list of markers)."""
+    chunk is. The carry must not hold arrays the caller still needs (they are donated);
+    :func:`distinct` copies any that it holds twice. Returns (the final carry, the list of
+    markers)."""
     stops = chunk_stops(total, chunks)
+    carry = distinct(carry)
     markers = []
     with bar(total, desc, unit=unit) as b:
         for stop in stops:  # queue every chunk: the device never waits for the host
@@ -94,3 +97,24 @@ def run_in_chunks(advance: Callable, carry, total: int, desc: str, *, unit: str 
             if b is not None:
                 b.update(stop - b.n)
     return carry, markers
+
+
+def distinct(tree):
+    """``tree`` with every array that already appeared in it (the same buffer under two
+    leaves, e.g. two fields made from one array of zeros) replaced by a copy: a donated
+    buffer may be passed only once."""
+    seen = set()
+
+    def own(x):
+        if not isinstance(x, jax.Array):
+            return x
+        try:
+            where = x.unsafe_buffer_pointer()
+        except Exception:  # a sharded array: its identity will do
+            where = id(x)
+        if where in seen:
+            return jax.numpy.copy(x)
+        seen.add(where)
+        return x
+
+    return jax.tree.map(own, tree)

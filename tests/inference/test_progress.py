@@ -1,45 +1,19 @@
-"""Progress bars for compiled sweeps: the sweep runs in chunks of one compiled program, the
-bar follows them, and reporting changes nothing in the output."""
+"""Progress bars for compiled sweeps: smc.run's sweep runs in chunks of one compiled program,
+the bar follows them, and reporting changes nothing in the output."""
 
 from genppl.inference import progress, smc
-from genppl.models import progress as core
+from tests.helpers import watch_progress
 from tests.inference.conftest import KERNEL
 
 
-class Recorder:
-    """Stands in for tqdm.auto.tqdm: records the updates."""
-
-    made = []
-
-    def __init__(self, total, **options):
-        self.total, self.n, self.closed, self.updates = total, 0, False, []
-        Recorder.made.append(self)
-
-    def update(self, k):
-        self.n += k
-        self.updates.append(k)
-
-    def close(self):
-        self.closed = True
-
-
-def watched(monkeypatch):
-    """Pretend someone watches, with a recording bar."""
-    import tqdm.auto
-
-    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
-    monkeypatch.setattr(core, "interactive", lambda: True)
-    Recorder.made.clear()
-
-
 def test_progress_reaches_the_bar_and_changes_nothing(tabular_program, tabular_run, monkeypatch):
-    watched(monkeypatch)
+    bars = watch_progress(monkeypatch)
     again = smc.run(tabular_program, 16, key=3, kernel=KERNEL)
-    (bar,) = Recorder.made
+    (bar,) = bars
     # 6 steps in chunks of 1: the bar moved once per chunk to the end, then was closed
     assert bar.total == 6 and bar.closed and bar.n == 6 and bar.updates == [1] * 6
     quiet = smc.run(tabular_program, 16, key=3, kernel=KERNEL, progress=False)
-    assert len(Recorder.made) == 1                                   # progress=False: no bar
+    assert len(bars) == 1                                            # progress=False: no bar
     for other in (again, quiet):
         assert other.log_weights.tobytes() == tabular_run.log_weights.tobytes()
         assert other.token_ids == tabular_run.token_ids
