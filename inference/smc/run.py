@@ -26,9 +26,10 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     kernel: a kernel from :func:`build_kernel` or :func:`steer.build_kernel` (or any hashable
     ``(key, state, program) -> (state, info)``); without one, ``kernel_options``
     (``resampling_fn``, ``proposal``, ``ess_threshold``, ``move``) build it. key: a PRNG key
-    or an int seed. progress: a progress bar (tqdm auto) fed from inside the compiled sweep
-    (:mod:`inference.progress`) when stderr is a terminal or a notebook; it appears only when
-    the call lasts over two seconds.
+    or an int seed. progress: a progress bar (tqdm auto) when stderr is a terminal or a
+    notebook, shown only when the call lasts over two seconds: the sweep then runs as a few
+    chunks of one compiled program (:func:`sweep_in_chunks`, :mod:`inference.progress`),
+    with the same result; a batch of prompts shows none.
     The result keeps what :func:`inference.records.save` needs to write a replayable record.
 
     Many prompts: ``program`` may be a list of programs or one batched program
