@@ -80,16 +80,16 @@ def main(argv=None) -> dict:
     T = args.tokens
     program = ppl.Program(lm, prompt, T, potential=ppl.MinLength(T, lm.eos_id) * ppl.BannedStrings(["e", "E"], lm))
     kernel = smc.build_kernel()
-    copying = jax.jit(smc.sweep_steps, static_argnums=0)  # no donation
+    copying = jax.jit(run_lib.sweep_chunk, static_argnums=(0, 5))  # no donation
 
     def chunks(state, key, fn=None):
         if fn is not None:
-            saved, run_lib.sweep_steps_jit = run_lib.sweep_steps_jit, fn
+            saved, run_lib.sweep_chunk_jit = run_lib.sweep_chunk_jit, fn
         try:
             return run_lib.sweep_in_chunks(kernel, program, state, key)
         finally:
             if fn is not None:
-                run_lib.sweep_steps_jit = saved
+                run_lib.sweep_chunk_jit = saved
 
     variants = {"plain": lambda s, k: run_lib.sweep_jit(kernel, program, s, k),
                 "chunks (smc.run's bar)": chunks,

@@ -68,16 +68,16 @@ def interactive() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def chunk_stops(total: int, chunks: int = CHUNKS) -> list[int]:
+def chunk_stops(total: int, chunks: int | None = None) -> list[int]:
     """The step counts at which the chunks of a ``total``-step loop end: chunks of
     ``ceil(total / chunks)`` steps, the last one shorter (fewer chunks when that does not
     divide evenly or ``total < chunks``)."""
-    size = max(1, -(-total // chunks))
+    size = max(1, -(-total // (CHUNKS if chunks is None else chunks)))
     return [min(total, size * k) for k in range(1, -(-total // size) + 1)]
 
 
 def run_in_chunks(advance: Callable, carry, total: int, desc: str, *, unit: str = "step",
-                  chunks: int = CHUNKS):
+                  chunks: int | None = None):
     """Run a compiled loop of at most ``total`` steps as :func:`chunk_stops` dispatches of
     ``advance(carry, stop) -> (carry, marker)`` under a bar (the caller has checked that
     someone watches). ``advance``: a jitted function that donates ``carry`` and returns a

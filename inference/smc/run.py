@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from genppl.models.interface import InputError, NonFiniteLogitsError, as_key, check_positive_int
@@ -78,8 +79,16 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     return result
 
 
-# a slice of a sweep's steps (static: the kernel), its state updated in place
-sweep_steps_jit = jax.jit(sweep_steps, static_argnums=0, donate_argnums=2)
+def sweep_chunk(kernel, program: Program, state, keys, start, size: int):
+    """Steps ``start .. start + size - 1`` of :func:`sweep` with its step keys ``keys`` [T]
+    (steps past T are idle padding): one slice of a sweep under a progress bar."""
+    steps = keys.shape[0]
+    index = start + jnp.arange(size)
+    return sweep_steps(kernel, program, state, keys[jnp.minimum(index, steps - 1)], index < steps)
+
+
+# static: the kernel and the slice length; the state is donated (updated in place)
+sweep_chunk_jit = jax.jit(sweep_chunk, static_argnums=(0, 5), donate_argnums=2)
 
 
 def sweep_in_chunks(kernel, program: Program, state, key):
@@ -88,20 +97,14 @@ def sweep_in_chunks(kernel, program: Program, state, key):
     steps = program.max_new_tokens
     stops = progress_lib.chunk_stops(steps)
     size = stops[0]  # every slice this long (the last one padded): one program
-    keys = jax.random.split(key, steps)
-    keys = jax.numpy.concatenate([keys, jax.numpy.repeat(keys[-1:], size, 0)])  # padding (idle)
-    valid = np.arange(steps + size) < steps
-    done = [0]
+    keys = jax.random.split(key, steps)  # the sweep's own step keys
+    starts = dict(zip(stops, [0] + stops))  # each slice starts where the last one stopped
 
     def advance(state, stop):
-        start = done[0]
-        done[0] = int(stop)
-        return sweep_steps_jit(kernel, program, state, keys[start:start + size], valid[start:start + size])
+        return sweep_chunk_jit(kernel, program, state, keys, np.int32(starts[int(stop)]), size)
 
     state, infos = progress_lib.run_in_chunks(advance, state, steps, "SMC")
-    infos = jax.tree.map(lambda *parts: jax.numpy.concatenate(
-        [p[:b - a] for p, a, b in zip(parts, [0] + stops, stops)]), *infos)
-    return state, infos
+    return state, jax.tree.map(lambda *parts: jnp.concatenate(parts)[:steps], *infos)
 
 
 def init_and_sweep(kernel, program: Program, n: int, key):

@@ -1,17 +1,21 @@
 """Progress bars for compiled sweeps: smc.run's sweep runs in chunks of one compiled program,
 the bar follows them, and reporting changes nothing in the output."""
 
+import pytest
+
 from genppl.inference import progress, smc
+from genppl.models import progress as core
 from tests.helpers import watch_progress
 from tests.inference.conftest import KERNEL
 
 
 def test_progress_reaches_the_bar_and_changes_nothing(tabular_program, tabular_run, monkeypatch):
     bars = watch_progress(monkeypatch)
+    monkeypatch.setattr(core, "CHUNKS", 3)
     again = smc.run(tabular_program, 16, key=3, kernel=KERNEL)
     (bar,) = bars
-    # 6 steps in chunks of 1: the bar moved once per chunk to the end, then was closed
-    assert bar.total == 6 and bar.closed and bar.n == 6 and bar.updates == [1] * 6
+    # 6 steps in 3 chunks of 2: the bar moved once per chunk to the end, then was closed
+    assert bar.total == 6 and bar.closed and bar.n == 6 and bar.updates == [2, 2, 2]
     quiet = smc.run(tabular_program, 16, key=3, kernel=KERNEL, progress=False)
     assert len(bars) == 1                                            # progress=False: no bar
     for other in (again, quiet):
@@ -27,3 +31,22 @@ def test_chunk_stops_cover_the_loop_in_equal_chunks():
     assert progress.chunk_stops(37) == [5, 10, 15, 20, 25, 30, 35, 37]
     assert progress.chunk_stops(3) == [1, 2, 3] and progress.chunk_stops(1) == [1]
     assert progress.interactive() is False                           # pytest captures stderr
+
+
+@pytest.mark.slow  # a second program and its chunked sweep (~10 s); the default test covers equal chunks
+def test_a_last_shorter_chunk_is_padded_with_idle_steps(monkeypatch):
+    """5 steps in chunks of 2: the last chunk's third step is padding, idle and dropped."""
+    import jax
+
+    from genppl import models, ppl
+
+    lm = models.TabularLM.random(jax.random.key(0), vocab_size=5, max_len=6)
+    program = ppl.Program(lm, [1], max_new_tokens=5, potential=ppl.BannedTokens([2]))
+    quiet = smc.run(program, 16, key=3, kernel=KERNEL, progress=False)
+    bars = watch_progress(monkeypatch)
+    monkeypatch.setattr(core, "CHUNKS", 3)
+    shown = smc.run(program, 16, key=3, kernel=KERNEL)
+    assert bars[0].updates == [2, 2, 1] and len(shown.ess) == 5
+    assert shown.log_weights.tobytes() == quiet.log_weights.tobytes() and shown.token_ids == quiet.token_ids
+    assert shown.ess.tobytes() == quiet.ess.tobytes() and (shown.ancestors == quiet.ancestors).all()
+    assert shown.step_log_weights.tobytes() == quiet.step_log_weights.tobytes()
