@@ -26,9 +26,10 @@ def test_progress_reaches_the_bar_and_changes_nothing(tabular_program, tabular_r
 
 
 def test_chunk_stops_cover_the_loop_in_equal_chunks():
-    assert progress.chunk_stops(64) == [8, 16, 24, 32, 40, 48, 56, 64]
-    assert progress.chunk_stops(10) == [2, 4, 6, 8, 10]            # uneven: fewer, equal chunks
-    assert progress.chunk_stops(37) == [5, 10, 15, 20, 25, 30, 35, 37]
+    assert progress.CHUNKS == 4 and progress.chunk_stops(64) == [16, 32, 48, 64]
+    assert progress.chunk_stops(64, 8) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert progress.chunk_stops(10, 8) == [2, 4, 6, 8, 10]         # uneven: fewer, equal chunks
+    assert progress.chunk_stops(37) == [10, 20, 30, 37]
     assert progress.chunk_stops(3) == [1, 2, 3] and progress.chunk_stops(1) == [1]
     assert progress.interactive() is False                           # pytest captures stderr
 
