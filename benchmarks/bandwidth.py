@@ -119,7 +119,7 @@ def main(argv=None):
     prompt = [int(t) for t in np.random.default_rng(0).integers(1, args.vocab, args.prompt)]
     for n in args.n:
         def ours(seed, n=n):
-            out = models.sample(lm, prompt, n, args.tokens, jax.random.key(seed), min_new_tokens=args.tokens)
+            out = models.sample(lm, prompt, n, args.tokens, jax.random.key(seed), min_new_tokens=args.tokens, progress=False)
             assert int(out.num_tokens.sum()) == n * args.tokens
         runners = {"ours": ours}
         if torch_device:

@@ -43,7 +43,7 @@ from genppl.models import sampling
 
 def ours_runner(lm, prompt, n, tokens):
     def run(seed):
-        out = models.sample(lm, prompt, n, tokens, jax.random.key(seed), min_new_tokens=tokens)
+        out = models.sample(lm, prompt, n, tokens, jax.random.key(seed), min_new_tokens=tokens, progress=False)
         assert int(out.num_tokens.sum()) == n * tokens
     return run
 

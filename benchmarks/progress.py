@@ -1,46 +1,71 @@
-"""Cost of progress reporting from inside a compiled SMC sweep.
+"""Cost of a progress bar on one compiled SMC sweep (``smc.run`` when someone watches).
 
-    python benchmarks/progress.py                  # bundled model, N=64, 64 tokens, 9 repeats
+    python benchmarks/progress.py                  # bundled model, N=64, 64 tokens, 15 repeats
     python benchmarks/progress.py --n 16 --tokens 32 --repeats 5
 
 One program (``<BOS>S:`` continued by exactly ``--tokens`` tokens without the letter "e":
 ``MinLength(T) * BannedStrings(["e", "E"])``, locally optimal proposal, systematic resampling
-at ESS < N/2) is swept three ways, interleaved, after one warm-up call each (which compiles):
+at ESS < N/2) is swept four ways, interleaved in rotating order, after one warm-up call each
+(which compiles):
 
-* plain: the jitted sweep of the kernel (``smc.run(..., progress=False)``);
-* reporting: the kernel wrapped in ``inference.progress.Reporting`` at the default rate
-  (every ``T // 8`` steps), with a bar open on the host, as ``smc.run`` does by default;
-* every step: the same with a callback at every step (the worst case);
-* every T/4 steps: 4 callbacks per sweep;
-* never fires: the callback is compiled into the loop but its condition is never true (what
-  having a host callback in the program costs by itself).
+* plain: the one jitted sweep (``smc.run(..., progress=False)``, or nobody watching);
+* chunks: what ``smc.run`` does under a bar: the sweep as ``progress.CHUNKS`` dispatches of
+  one compiled slice of steps, the state donated, all queued up front, the bar (a real tqdm
+  writing to a string) moved as each slice finishes (``smc.run.sweep_in_chunks``);
+* chunks, state not donated: the same without donation (every slice copies the state, KV
+  cache included) — why the donation matters;
+* 8 host callbacks: the previous design, kept here as the reference: the plain sweep's
+  kernel followed by a ``jax.debug.callback`` moving the bar every T/8 steps.
 
-The order of the calls rotates between repeats.
-
-Because wall times on a shared machine are noisy, a second part measures the cost of one
-callback directly: a compiled loop of 2000 trivial steps with a callback at every step
-against the same loop without, CPU microseconds per callback (median over repeats); times
-the number of callbacks per sweep, over the plain sweep's CPU time, this is the projected
-overhead of the default rate.
-
-Each call is timed to ``block_until_ready`` plus ``jax.effects_barrier`` (so the host side of
-the callbacks is included), in wall time and in this process's CPU time (every thread; what
-the sweep costs, far less disturbed than wall time when other processes share the cores).
-Reported: median and minimum per variant, and the overhead of each reporting variant
-relative to the plain sweep (ratio - 1).
+Each call is timed to ``block_until_ready`` plus ``jax.effects_barrier``, in wall time and in
+this process's CPU time (every thread; less disturbed than wall time when other processes
+share the cores); also the time until the call RETURNS (dispatch): a program with a host
+callback runs synchronously on the CPU backend. Reported: median and minimum per variant and
+their overhead relative to plain (ratio - 1). The chunked sweep's tokens, weights and ESS
+are checked to be the plain sweep's bits.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import importlib
 import io
 import statistics
 import time
 
 import jax
+import numpy as np
 
 from genppl import models, ppl
-from genppl.inference import progress, smc
+from genppl.inference import smc
+from genppl.models import progress
+
+run_lib = importlib.import_module("genppl.inference.smc.run")  # the module (smc.run is the function)
+
+
+@dataclasses.dataclass(frozen=True)
+class Callbacks:
+    """The previous design: ``kernel``, then a host callback with the step every ``every`` steps."""
+
+    kernel: object
+    every: int
+
+    @property
+    def move(self):
+        return None
+
+    def __call__(self, key, state, program):
+        state, info = self.kernel(key, state, program)
+        jax.lax.cond(state.step % self.every == 0, lambda s: jax.debug.callback(emit, s), lambda s: None, state.step)
+        return state, info
+
+
+def emit(step) -> None:
+    """Host side of a callback: move the open bar to ``step``."""
+    b = progress.open_bars[-1]
+    b.update(int(step) - b.n)
 
 
 def main(argv=None) -> dict:
@@ -48,105 +73,89 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default=None)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--tokens", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--repeats", type=int, default=15)
     args = p.parse_args(argv)
     lm = models.load(args.model)
     prompt = [lm.eos_id] + lm.tokenizer.encode("S:")
     T = args.tokens
     program = ppl.Program(lm, prompt, T, potential=ppl.MinLength(T, lm.eos_id) * ppl.BannedStrings(["e", "E"], lm))
     kernel = smc.build_kernel()
-    sweep = jax.jit(smc.sweep, static_argnums=0)
-    variants = {"plain": kernel, "reporting (default rate)": progress.reporting(kernel, T),
-                "every step": progress.Reporting(kernel, 1), "every T/4 steps": progress.Reporting(kernel, max(1, T // 4)),
-                "never fires": progress.Reporting(kernel, 10 * T)}
-    state = smc.init(program, args.n)
+    copying = jax.jit(run_lib.sweep_chunk, static_argnums=(0, 5))  # no donation
 
-    def call(k, key):
+    def chunks(state, key, fn=None):
+        if fn is not None:
+            saved, run_lib.sweep_chunk_jit = run_lib.sweep_chunk_jit, fn
+        try:
+            return run_lib.sweep_in_chunks(kernel, program, state, key)
+        finally:
+            if fn is not None:
+                run_lib.sweep_chunk_jit = saved
+
+    variants = {"plain": lambda s, k: run_lib.sweep_jit(kernel, program, s, k),
+                "chunks (smc.run's bar)": chunks,
+                "chunks, state not donated": lambda s, k: chunks(s, k, copying),
+                "8 host callbacks (before)": lambda s, k: run_lib.sweep_jit(Callbacks(kernel, max(1, T // 8)), program,
+                                                                            s, k)}
+
+    def call(f, key):
+        import tqdm.auto as tqdm_auto
         from tqdm import tqdm
 
-        sink = io.StringIO()  # the bar's host work is real, its output goes nowhere
-        bar = tqdm(total=T, file=sink, mininterval=0)
+        state = smc.init(program, args.n)
+        jax.block_until_ready(state)
+        bar = tqdm(total=T, file=io.StringIO(), mininterval=0)  # the bar's host work is real, its output goes nowhere
         progress.open_bars.append(bar)
+        real = progress.interactive, tqdm_auto.tqdm
+        progress.interactive = lambda: True  # the bar opened by run_in_chunks is a real one, writing nowhere
+        tqdm_auto.tqdm = functools.partial(tqdm, file=io.StringIO(), mininterval=0)
         try:
             t0, c0 = time.perf_counter(), time.process_time()
-            out = sweep(k, program, state, key)
+            out = f(state, key)
+            returned = time.perf_counter() - t0
             jax.block_until_ready(out)
             jax.effects_barrier()
-            return time.perf_counter() - t0, time.process_time() - c0, bar.n
+            return time.perf_counter() - t0, time.process_time() - c0, returned, out
         finally:
+            progress.interactive, tqdm_auto.tqdm = real
             progress.open_bars.remove(bar)
             bar.close()
 
-    for name, k in variants.items():  # warm-up: compile each
-        call(k, jax.random.key(0))
-    times = {name: [] for name in variants}
-    cpu = {name: [] for name in variants}
-    updates = {}
+    outs = {name: call(f, jax.random.key(0))[3] for name, f in variants.items()}  # warm-up: compile each
+    ref = jax.device_get(outs["plain"])
+    for name, out in outs.items():  # every variant gives the plain sweep's bits
+        got = jax.device_get(out)
+        for a, b in zip(jax.tree.leaves((ref[0].logw, ref[0].particles.lm.tokens, ref[1].ess, ref[1].ancestors)),
+                        jax.tree.leaves((got[0].logw, got[0].particles.lm.tokens, got[1].ess, got[1].ancestors))):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), f"{name} differs from the plain sweep"
+    wall, cpu, ret = ({name: [] for name in variants} for _ in range(3))
     names = list(variants)
     for r in range(args.repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order: no variant always goes first
-            k = variants[name]
-            seconds, cpu_seconds, seen = call(k, jax.random.key(r + 1))
-            times[name].append(seconds)
-            cpu[name].append(cpu_seconds)
-            updates[name] = seen
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate: no variant always goes first
+            w, c, d, _ = call(variants[name], jax.random.key(r + 1))
+            wall[name].append(w)
+            cpu[name].append(c)
+            ret[name].append(d)
+    # the overhead within each round (all variants run back to back), median over rounds: the
+    # machine's load changes between rounds far more than within one
+    paired = {name: statistics.median(c / p for c, p in zip(cpu[name], cpu["plain"])) - 1 for name in variants}
+    paired_wall = {name: statistics.median(w / p for w, p in zip(wall[name], wall["plain"])) - 1 for name in variants}
+    stat = lambda name: [statistics.median(wall[name]), min(wall[name]), statistics.median(cpu[name]),
+                         min(cpu[name])]
+    base = stat("plain")
     rows = {}
     print(f"N={args.n}, {T} tokens, {args.repeats} interleaved repeats (seconds per sweep; overhead = ratio to "
-          "plain - 1)")
-    print(f"{'variant':26s} {'wall median':>11s} {'wall min':>9s} {'CPU median':>10s} {'CPU min':>8s}   "
-          "overheads: wall med / wall min / CPU med / CPU min")
+          "plain - 1); results identical to the plain sweep's bits")
+    print(f"{'variant':28s} {'wall med':>8s} {'wall min':>8s} {'CPU med':>8s} {'CPU min':>8s} {'returns':>8s}   "
+          "overhead: wall med / wall min / CPU med / CPU min / per-round CPU, wall")
     for name in variants:
-        stats = [statistics.median(times[name]), min(times[name]), statistics.median(cpu[name]), min(cpu[name])]
-        base = [statistics.median(times["plain"]), min(times["plain"]), statistics.median(cpu["plain"]),
-                min(cpu["plain"])]
-        over = [s / b - 1 for s, b in zip(stats, base)]
-        rows[name] = {"wall_median": stats[0], "wall_min": stats[1], "cpu_median": stats[2], "cpu_min": stats[3],
-                      "overheads": over, "bar_reached": updates[name]}
-        print(f"{name:26s} {stats[0]:11.4f} {stats[1]:9.4f} {stats[2]:10.4f} {stats[3]:8.4f}   "
-              + " / ".join(f"{100 * o:+.2f}%" for o in over) + f"   bar at {updates[name]}/{T}")
-    rows["callback"] = callback_cost(args.repeats)
-    cost = rows["callback"]["cpu_us_per_callback"]
-    calls = T // progress.report_every(T)
-    base = statistics.median(cpu["plain"])
-    print(f"one callback costs {cost:.1f} us of CPU (median over repeats of a 2000-step loop); the default rate "
-          f"makes {calls} callbacks per sweep: {calls * cost / 1e6:.5f} s = {100 * calls * cost / 1e6 / base:.3f}% "
-          f"of the plain sweep's {base:.3f} s CPU")
+        s = stat(name)
+        over = [x / b - 1 for x, b in zip(s, base)]
+        rows[name] = {"wall_median": s[0], "wall_min": s[1], "cpu_median": s[2], "cpu_min": s[3],
+                      "returns_after": statistics.median(ret[name]), "overheads": over,
+                      "per_round_cpu": paired[name], "per_round_wall": paired_wall[name]}
+        print(f"{name:28s} {s[0]:8.4f} {s[1]:8.4f} {s[2]:8.4f} {s[3]:8.4f} {statistics.median(ret[name]):8.4f}   "
+              + " / ".join(f"{100 * o:+.2f}%" for o in over + [paired[name], paired_wall[name]]))
     return rows
-
-
-def callback_cost(repeats: int, steps: int = 2000) -> dict:
-    """CPU (and wall) microseconds per host callback, from a compiled loop of ``steps`` trivial
-    steps with a callback at every step against the same loop without (bar open, as in a run)."""
-    from tqdm import tqdm
-
-    def loop(with_callback):
-        def body(x, i):
-            if with_callback:
-                jax.debug.callback(progress.emit, i)
-            return x * 1.0000001 + 1.0, None
-
-        return jax.jit(lambda x: jax.lax.scan(body, x, jax.numpy.arange(steps))[0])
-
-    fns = {True: loop(True), False: loop(False)}
-    bar = tqdm(total=steps, file=io.StringIO(), mininterval=0)
-    progress.open_bars.append(bar)
-    try:
-        for f in fns.values():
-            jax.block_until_ready(f(0.0))
-        cpu, wall = {True: [], False: []}, {True: [], False: []}
-        for _ in range(repeats):
-            for flag, f in fns.items():
-                bar.n = 0
-                t0, c0 = time.perf_counter(), time.process_time()
-                jax.block_until_ready(f(0.0))
-                jax.effects_barrier()
-                wall[flag].append(time.perf_counter() - t0)
-                cpu[flag].append(time.process_time() - c0)
-    finally:
-        progress.open_bars.remove(bar)
-        bar.close()
-    per = lambda d: 1e6 * (statistics.median(d[True]) - statistics.median(d[False])) / steps
-    return {"cpu_us_per_callback": per(cpu), "wall_us_per_callback": per(wall)}
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def median_time(run, repeats):
 
 def time_sampling(lm, prompt, n, tokens, repeats):
     def run(seed):
-        out = models.sample(lm, prompt, n, tokens, jax.random.key(seed), min_new_tokens=tokens)
+        out = models.sample(lm, prompt, n, tokens, jax.random.key(seed), min_new_tokens=tokens, progress=False)
         assert int(out.num_tokens.sum()) == n * tokens
 
     return median_time(run, repeats)
@@ -89,7 +89,7 @@ def time_smc(lm, prompt, n, tokens, repeats, constraint):
     stats = {}
 
     def run(seed):
-        result = smc.run(program, n, jax.random.key(seed))
+        result = smc.run(program, n, jax.random.key(seed), progress=False)
         assert len(result.ess) == tokens and all(len(ids) == tokens for ids in result.token_ids)
         assert np.isfinite(result.log_z), result.message
         stats["resamplings"] = result.num_resampling

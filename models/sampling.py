@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import progress as progress_lib
 from .batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from .interface import InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int, nonfinite_rows
 
@@ -165,7 +166,7 @@ class Samples:
 
 def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-           min_new_tokens: int = 0, check_finite: bool = True, mesh=None) -> Samples:
+           min_new_tokens: int = 0, check_finite: bool = True, progress: bool = True, mesh=None) -> Samples:
     """Draw ``n`` continuations of one prompt; each stops at EOS or after ``max_new_tokens``.
 
     Each token is drawn from ``process_logits(logits, Processing(temperature, top_k, top_p))``;
@@ -178,6 +179,10 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
     overflow) stop the affected sequence; with ``check_finite`` (the default) ``sample`` then
     raises :class:`~models.interface.NonFiniteLogitsError` naming the first step and the
     particles, otherwise it returns them flagged in ``Samples.nonfinite``.
+
+    progress: a progress bar (tqdm auto, per token) when stderr is a terminal or a notebook;
+    it appears only when the call lasts over two seconds (:mod:`models.progress`: the loop
+    runs in chunks of one compiled program, the same samples).
 
     Many prompts: ``prompt_ids`` may be a batch of prompts (a list of id lists of any
     lengths, or a 2-D array; see :mod:`models.batch`). They run in ONE compiled program,
@@ -217,7 +222,8 @@ def sample(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0,
 
         mesh, lm, state, _ = distributed.spread(mesh, lm, n, state)
         layout = distributed.layout_of(mesh, state)
-    out = generate(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))
+    run = generate_in_chunks if progress and progress_lib.interactive() else generate
+    out = run(lm, state, key, int(max_new_tokens), processing, int(min_new_tokens))
     fetch = distributed.to_host if mesh is not None else jax.device_get  # to_host: every process's rows
     tokens, count, finished, logp, bad_step = fetch(out)
     nonfinite = np.asarray(bad_step) >= 0
@@ -243,12 +249,28 @@ def generate(lm: LanguageModel, state, key, max_new_tokens: int, processing: Pro
     (ended with EOS), log p [n] under the raw model, nonfinite_step [n] int32: the step at
     which the particle's logits were non-finite (it stopped there), -1 if never).
     """
-    n = state.num_particles
-    start = state.prompt_length[0]
+    carry = decode_start(state, key)
+    return decode_finish(decode_until(lm, carry, max_new_tokens, max_new_tokens, processing, min_new_tokens),
+                         max_new_tokens)
+
+
+def decode_start(state, key):
+    """The decode loop's carry: (step, LM state, done, eos, log p, nonfinite step, key)."""
+    n = state.num_particles  # every leaf its own array (a chunked loop donates the carry)
+    return (jnp.int32(0), state, jnp.zeros((n,), bool), jnp.zeros((n,), bool), jnp.zeros((n,), jnp.float32),
+            jnp.full((n,), -1, jnp.int32), jnp.copy(key))  # a copy: donating it must not delete the caller's key
+
+
+def decode_until(lm: LanguageModel, carry, stop, max_new_tokens: int, processing: Processing,
+                 min_new_tokens: int = 0):
+    """The decode loop from ``carry`` until its step reaches ``stop`` (a Python or traced
+    int; :func:`generate` runs it to ``max_new_tokens`` at once, a progress bar in chunks)
+    or every particle is done. Traceable."""
+    n = carry[1].num_particles
 
     def cond(carry):
         step, _, done, *_ = carry
-        return (step < max_new_tokens) & ~jnp.all(done)
+        return (step < stop) & (step < max_new_tokens) & ~jnp.all(done)
 
     def body(carry):
         step, state, done, eos, logp, bad_step, key = carry
@@ -265,11 +287,35 @@ def generate(lm: LanguageModel, state, key, max_new_tokens: int, processing: Pro
         eos = eos | (~done & (token == lm.eos_id))
         return step + 1, state, done | eos, eos, logp, bad_step, key
 
-    no = jnp.zeros((n,), bool)
-    init = (jnp.int32(0), state, no, no, jnp.zeros((n,), jnp.float32), jnp.full((n,), -1, jnp.int32), key)
-    _, state, _, eos, logp, bad_step, _ = jax.lax.while_loop(cond, body, init)
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def decode_finish(carry, max_new_tokens: int):
+    """:func:`generate`'s outputs from the loop's final carry."""
+    _, state, _, eos, logp, bad_step, _ = carry
+    start = state.prompt_length[0]
     generated = jax.lax.dynamic_slice_in_dim(state.tokens, start, max_new_tokens, axis=1)
     return generated, state.length - start, eos, logp, bad_step
+
+
+def decode_chunk(lm: LanguageModel, carry, stop, max_new_tokens: int, processing: Processing, min_new_tokens: int):
+    """One chunk of the decode loop under a progress bar: (carry, its step as the marker)."""
+    carry = decode_until(lm, carry, stop, max_new_tokens, processing, min_new_tokens)
+    return carry, carry[0] + 0
+
+
+# the carry is donated: chunks update the LM state in place
+decode_chunk_jit = jax.jit(decode_chunk, static_argnums=(3, 4, 5), donate_argnums=1)
+decode_finish_jit = jax.jit(decode_finish, static_argnums=1)
+
+
+def generate_in_chunks(lm: LanguageModel, state, key, max_new_tokens: int, processing: Processing,
+                       min_new_tokens: int = 0):
+    """:func:`generate` under a progress bar (:func:`models.progress.run_in_chunks`); the same bits."""
+    carry, _ = progress_lib.run_in_chunks(
+        lambda carry, stop: decode_chunk_jit(lm, carry, stop, max_new_tokens, processing, min_new_tokens),
+        decode_start(state, key), max_new_tokens, "sample", unit="token")
+    return decode_finish_jit(carry, max_new_tokens)
 
 
 def generate_prompts(lm: LanguageModel, tokens, lengths, keys, n: int, capacity: int, max_new_tokens: int,

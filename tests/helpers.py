@@ -39,3 +39,35 @@ def assert_matches_law(sequences, support, p, z=5.0):
     worst = np.max(np.abs(freq - p) / se)
     assert worst < z, f"a frequency is {worst:.1f} standard errors from its exact probability"
     assert tv < 2 * floor, f"TV {tv:.4f} exceeds twice the noise floor {floor:.4f}"
+
+
+class RecordingBar:
+    """Stands in for tqdm.auto.tqdm in progress tests: records the updates (``made``: every
+    bar opened since :func:`watch_progress`)."""
+
+    made: list = []
+
+    def __init__(self, total, **options):
+        self.total, self.n, self.closed, self.updates = total, 0, False, []
+        self.options = options
+        RecordingBar.made.append(self)
+
+    def update(self, k):
+        self.n += k
+        self.updates.append(k)
+
+    def close(self):
+        self.closed = True
+
+
+def watch_progress(monkeypatch) -> list:
+    """Pretend someone watches (a terminal): bars open, as :class:`RecordingBar`s; returns the
+    list of bars made."""
+    import tqdm.auto
+
+    from genppl.models import progress
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    monkeypatch.setattr(progress, "interactive", lambda: True)
+    RecordingBar.made.clear()
+    return RecordingBar.made

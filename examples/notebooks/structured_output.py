@@ -15,13 +15,15 @@
 # # Structured output: a JSON answer
 #
 # Force the model's answer into a machine-readable shape: the worked solution in the corpus
-# format, then a JSON object `{"answer": N}`. The constraint is a regular expression
-# (`ppl.Regex`), compiled into a token-level automaton, so every particle stays inside the
-# format token by token and EOS is allowed only where the JSON is complete. (When
-# `ppl.JSONSchema` lands, the same answer can be stated as a schema.)
+# format, then a JSON document `{"answer": N}` that validates against a JSON Schema. The
+# schema becomes a byte automaton (`ppl.JSONSchema`); the worked solution is a regular
+# expression; the two automata are concatenated (`ppl.automata.trees`) and lifted once to the
+# tokenizer's tokens, so every particle stays inside the format token by token and EOS is
+# allowed only where the JSON is complete.
 #
-# Target: $\pi(x) \propto p(x \mid q)\,\mathbf 1[x \text{ matches the pattern}]$; log Z is the
-# log-probability that the model's own answer already has this shape.
+# Target: $\pi(x) \propto p(x \mid q)\,\mathbf 1[x = s\,j,\ s \text{ a worked solution},\ j
+# \text{ valid under the schema}]$; log Z is the log-probability that the model's own answer
+# already has this shape.
 
 # %%
 import json
@@ -31,6 +33,8 @@ import numpy as np
 
 from genppl import models, ppl
 from genppl.inference import smc
+from genppl.ppl import automata
+from genppl.ppl.automata import trees
 from genppl.tasks import arithmetic
 
 lm = models.load()
@@ -39,13 +43,20 @@ prompt = [lm.eos_id] + lm.tokenizer.encode(arithmetic.prompt_text(problem))
 print(arithmetic.prompt_text(problem))
 
 # %%
-pattern = r'( \d{1,3} [-+*] \d{1,3} = \d{1,3}\.){1,3} \{"answer": [0-9]{1,3}\}'
-program = ppl.Program(lm, prompt, max_new_tokens=64, potential=ppl.Regex(pattern, lm))
+schema = {"type": "object", "properties": {"answer": {"type": "integer", "minimum": 0, "maximum": 999}},
+          "required": ["answer"], "additionalProperties": False}
+answer_json = ppl.JSONSchema(schema, lm)                 # the JSON part, on its own
+worked = automata.compile_regex(r"( \d{1,3} [-+*] \d{1,3} = \d{1,3}\.){1,3} ")
+both = trees.compile_tree(trees.cat(trees.embed(worked), trees.embed(answer_json.byte_dfa)))
+token_bytes, vocab_size, _ = automata.vocabulary(lm)
+potential = ppl.DFAPotential(automata.TokenDFA.build(both, token_bytes, lm.eos_id, vocab_size))
+program = ppl.Program(lm, prompt, max_new_tokens=64, potential=potential)
 result = smc.run(program, 16, key=0)
 result
 
 # %% [markdown]
-# Every particle with weight parses as JSON after its worked solution:
+# Every particle with weight is a worked solution followed by a JSON document that the schema
+# accepts:
 
 # %%
 def answer(text):
@@ -53,7 +64,8 @@ def answer(text):
     return json.loads(match.group(0))["answer"] if match else None
 
 live = [t for t, w in zip(result.texts, result.weights) if w > 0]
-assert live and all(re.fullmatch(pattern, t) for t in live)
+assert live and all(both.matches(t) for t in live)
+assert all(answer_json.matches(re.search(r"\{.*\}$", t).group(0)) for t in live)
 print("weighted vote over the JSON answers:", result.vote(answer), "correct:", problem.answer)
 
 # %% [markdown]

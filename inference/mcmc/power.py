@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genppl import distributed
+from genppl.models import progress as progress_lib
 from genppl.models.batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from genppl.models.interface import InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int
 from genppl.models.sampling import Samples
@@ -111,9 +112,25 @@ def blockwise(kernel: MHKernel, lm: LanguageModel, state: MHState, key, alpha, b
     """The blockwise sampler's loop (pure, traceable): extend to each block's cap, then
     ``num_mcmc`` kernel steps. Returns (state, (accepted, log_target) traces [blocks,
     num_mcmc, n]); ``block_size`` and ``num_mcmc`` are Python ints."""
-    width = state.logp.shape[1]
-    blocks = -(-width // block_size)
-    n = state.eos.shape[0]
+    carry = blockwise_start(state, key, block_size, num_mcmc)
+    state, _, traces = blockwise_blocks(kernel, lm, carry, 0, num_blocks(state, block_size), alpha, block_size, num_mcmc)
+    return state, traces
+
+
+def num_blocks(state: MHState, block_size: int) -> int:
+    return -(-state.logp.shape[1] // block_size)
+
+
+def blockwise_start(state: MHState, key, block_size: int, num_mcmc: int):
+    """The loop's carry: (state, key, (accepted, log_target) traces [blocks, num_mcmc, n])."""
+    blocks, n = num_blocks(state, block_size), state.eos.shape[0]
+    return state, key, (jnp.zeros((blocks, num_mcmc, n), bool), jnp.zeros((blocks, num_mcmc, n), jnp.float32))
+
+
+def blockwise_blocks(kernel: MHKernel, lm: LanguageModel, carry, start, stop, alpha, block_size: int, num_mcmc: int):
+    """Blocks ``start`` to ``stop - 1`` of :func:`blockwise` from ``carry`` (Python or traced
+    ints: a progress bar runs the blocks in chunks, with the same result). Traceable."""
+    width = carry[0].logp.shape[1]
 
     def block(k, carry):
         state, key, traces = carry
@@ -130,9 +147,7 @@ def blockwise(kernel: MHKernel, lm: LanguageModel, state: MHState, key, alpha, b
             state, traces = jax.lax.fori_loop(0, num_mcmc, move, (state, traces))
         return state, key, traces
 
-    traces = (jnp.zeros((blocks, num_mcmc, n), bool), jnp.zeros((blocks, num_mcmc, n), jnp.float32))
-    state, _, traces = jax.lax.fori_loop(0, blocks, block, (state, key, traces))
-    return state, traces
+    return jax.lax.fori_loop(start, stop, block, carry)
 
 
 # static: the kernel (a hashable configuration), the block size and N_MCMC; the LM, the
@@ -140,10 +155,37 @@ def blockwise(kernel: MHKernel, lm: LanguageModel, state: MHState, key, alpha, b
 _blockwise = jax.jit(blockwise, static_argnums=(0, 5, 6))
 
 
+def blockwise_chunk(kernel: MHKernel, lm: LanguageModel, carry, start, stop, alpha, block_size: int, num_mcmc: int):
+    """One chunk of blocks under a progress bar: (carry, a marker computed by the chunk)."""
+    carry = blockwise_blocks(kernel, lm, carry, start, stop, alpha, block_size, num_mcmc)
+    return carry, carry[0].num_tokens + 0
+
+
+# the carry is donated: chunks update the chains in place
+_blockwise_chunk = jax.jit(blockwise_chunk, static_argnums=(0, 6, 7), donate_argnums=2)
+
+
+def blockwise_in_chunks(kernel: MHKernel, lm: LanguageModel, state: MHState, key, alpha, block_size: int,
+                        num_mcmc: int):
+    """:func:`blockwise` under a progress bar, a chunk of blocks per dispatch
+    (:func:`models.progress.run_in_chunks`); the same result."""
+    done = [0]
+
+    def advance(carry, stop):
+        start, done[0] = done[0], int(stop)
+        return _blockwise_chunk(kernel, lm, carry, np.int32(start), stop, alpha, block_size, num_mcmc)
+
+    carry = blockwise_start(state, jnp.copy(key), block_size, num_mcmc)  # a copy: the caller keeps its key
+    (state, _, traces), _ = progress_lib.run_in_chunks(advance, carry, num_blocks(state, block_size), "power_mcmc",
+                                                       unit="block")
+    return state, traces
+
+
 def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *,
                alpha: float = 4.0, block_size: int = 16, num_mcmc: int = 4,
                proposal_temperature: float | None = None, move: Callable | None = None,
-               log_potential: Callable | None = None, kernel: MHKernel | None = None, mesh=None) -> PowerSamples:
+               log_potential: Callable | None = None, kernel: MHKernel | None = None,
+               progress: bool = True, mesh=None) -> PowerSamples:
     """Blockwise MH power sampling of ``n`` independent chains.
 
     Targets p(x)^alpha * exp(log_potential(x)) over continuations of at most max_new_tokens
@@ -156,6 +198,9 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
     ``num_mcmc=0`` is plain blockwise sampling from the proposal (no MH step). The paper uses
     alpha=4, B=192, N_MCMC=10. Non-finite logits raise
     :class:`~models.interface.NonFiniteLogitsError` naming the step and the chains.
+    progress: a progress bar (tqdm auto, per block) when stderr is a terminal or a notebook,
+    shown after two seconds; the blocks then run in chunks of one compiled program (the same
+    result; :mod:`models.progress`). A batch of prompts shows none.
 
     ``prompt_ids`` may be a batch of prompts (a list of id lists of any lengths): ``n`` chains
     per prompt in one compiled program, a :class:`models.batch.Batch` of one
@@ -210,10 +255,12 @@ def power_mcmc(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0
         return results
     state = empty(lm, prompt_ids, n, max_new_tokens)
     mesh, placed, state, _ = distributed.spread(mesh, lm, n, state)
+    loop = blockwise_in_chunks if progress and progress_lib.interactive() else _blockwise
     with distributed.on(mesh):
-        state, (accepted, log_target) = _blockwise(kernel, placed, state, key, jnp.float32(alpha), block_size,
-                                                   int(num_mcmc))
+        state, (accepted, log_target) = loop(kernel, placed, state, key, jnp.float32(alpha), block_size, int(num_mcmc))
     layout = distributed.layout_of(mesh, state)
+    if distributed.spans_processes(mesh):  # other processes hold some chains: gather them
+        state, accepted, log_target = distributed.to_host((state, accepted, log_target))
     NonFiniteLogitsError.check("power_mcmc", jax.device_get(state.nonfinite))
     out = to_samples(lm, state, alpha, accepted, log_target, method)
     out.provenance = provenance(kernel, key, n, max_new_tokens, alpha, block_size, num_mcmc, lm)

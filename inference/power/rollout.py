@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genppl import distributed
+from genppl.models import progress as progress_lib
 from genppl.models.batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
 from genppl.models.interface import (InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int,
                                      nonfinite_rows)
@@ -103,13 +104,30 @@ def sample_tokens(lm: LanguageModel, lm_state, key, alpha, top_k: int, rollouts:
     """The rollout sampler's loop (one compiled ``while_loop``): returns (lm_state, eos [n],
     log p [n], cost [n], nonfinite [n] step of the first non-finite logits, -1 if none).
     Static: the integers, ``jackknife`` and the hashable ``proposal``; ``alpha`` is traced."""
-    n = lm_state.num_particles
+    carry = tokens_until(lm, tokens_start(lm_state, key), max_new_tokens, alpha, top_k, rollouts, horizon, jackknife,
+                         proposal, max_new_tokens)
+    return carry[1], *carry[3:7]
+
+
+def tokens_start(lm_state, key):
+    """The loop's carry: (step, lm_state, done, eos, log p, cost, nonfinite step, key)."""
+    n = lm_state.num_particles  # every leaf its own array (a chunked loop donates the carry)
+    return (jnp.int32(0), lm_state, jnp.zeros((n,), bool), jnp.zeros((n,), bool), jnp.zeros((n,), jnp.float32),
+            jnp.zeros((n,), jnp.int32), jnp.full((n,), -1, jnp.int32), key)
+
+
+def tokens_until(lm: LanguageModel, carry, stop, alpha, top_k: int, rollouts: int, horizon: int, jackknife: bool,
+                 proposal: Tempered, max_new_tokens: int):
+    """:func:`sample_tokens`'s loop from ``carry`` until its step (one token per unfinished
+    particle) reaches ``stop`` (a Python or traced int; a progress bar runs it in chunks, with
+    the same result) or every particle is done. Traceable."""
+    n = carry[1].num_particles
 
     def cond(carry):
-        return jnp.any(~carry[1])
+        return (carry[0] < stop) & jnp.any(~carry[2])
 
     def body(carry):
-        lm_state, done, eos, logp_total, cost, bad_at, key = carry
+        step, lm_state, done, eos, logp_total, cost, bad_at, key = carry
         key, key_roll, key_pick = jax.random.split(key, 3)
         law = next_token_law(key_roll, lm, lm_state, done, alpha, top_k, rollouts, horizon, max_new_tokens,
                              proposal)
@@ -125,24 +143,46 @@ def sample_tokens(lm: LanguageModel, lm_state, key, alpha, top_k: int, rollouts:
         ended = moving & (token == lm.eos_id)
         cost = cost + jnp.where(done, 0, law.cost + 1)
         done = done | bad | ended | (lm_state.num_generated >= max_new_tokens)
-        return lm_state, done, eos | ended, logp_total, cost, bad_at, key
+        return step + 1, lm_state, done, eos | ended, logp_total, cost, bad_at, key
 
-    zeros = jnp.zeros((n,), bool)
-    init = (lm_state, zeros, zeros, jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32),
-            jnp.full((n,), -1, jnp.int32), key)
-    lm_state, _, eos, logp_total, cost, bad_at, _ = jax.lax.while_loop(cond, body, init)
-    return lm_state, eos, logp_total, cost, bad_at
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def tokens_chunk(lm: LanguageModel, carry, stop, alpha, top_k: int, rollouts: int, horizon: int, jackknife: bool,
+                 proposal: Tempered, max_new_tokens: int):
+    """One chunk of the loop under a progress bar: (carry, its step as the marker)."""
+    carry = tokens_until(lm, carry, stop, alpha, top_k, rollouts, horizon, jackknife, proposal, max_new_tokens)
+    return carry, carry[0] + 0
+
+
+# the carry is donated: chunks update the particles in place
+tokens_chunk_jit = jax.jit(tokens_chunk, static_argnums=(4, 5, 6, 7, 8, 9), donate_argnums=1)
+
+
+def sample_tokens_in_chunks(lm: LanguageModel, lm_state, key, alpha, top_k: int, rollouts: int, horizon: int,
+                            jackknife: bool, proposal: Tempered, max_new_tokens: int):
+    """:func:`sample_tokens` under a progress bar (:func:`models.progress.run_in_chunks`), per
+    token; the same result."""
+    static = (top_k, rollouts, horizon, jackknife, proposal, max_new_tokens)
+    carry, _ = progress_lib.run_in_chunks(lambda carry, stop: tokens_chunk_jit(lm, carry, stop, alpha, *static),
+                                          tokens_start(lm_state, jnp.copy(key)), max_new_tokens, "power_rollout",
+                                          unit="token")
+    return carry[1], *carry[3:7]
 
 
 def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, key=0, *,
                   alpha: float = 4.0, top_k: int = 4, rollouts: int = 4, horizon: int | None = None,
-                  jackknife: bool = True, proposal_temperature: float | None = None, mesh=None) -> PowerSamples:
+                  jackknife: bool = True, proposal_temperature: float | None = None,
+                  progress: bool = True, mesh=None) -> PowerSamples:
     """Rollout-based power sampling: each next token is drawn from the estimated law
     p(v)^alpha zeta_hat(v) over the ``top_k`` most likely tokens, zeta_hat from ``rollouts``
     rollouts per candidate of at most ``horizon`` tokens (default: to the end) drawn at
     temperature 1/alpha (or ``proposal_temperature``), jackknife-corrected by default.
     Cost: about top_k * rollouts * horizon tokens per generated token. Non-finite logits raise
     :class:`~models.interface.NonFiniteLogitsError` naming the step and the particles.
+    progress: a progress bar (tqdm auto, per token) when stderr is a terminal or a notebook,
+    shown after two seconds; the loop then runs in chunks of one compiled program (the same
+    result; :mod:`models.progress`). A batch of prompts shows none.
 
     ``prompt_ids`` may be a batch of prompts (a list of id lists of any lengths): ``n``
     particles per prompt in one compiled program, a :class:`models.batch.Batch` of one
@@ -191,10 +231,14 @@ def power_rollout(lm: LanguageModel, prompt_ids, n: int, max_new_tokens: int, ke
         return results
     state = lm.prefill(prompt_ids, n, max_new_tokens)
     mesh, placed, state, _ = distributed.spread(mesh, lm, n, state)
+    loop = sample_tokens_in_chunks if progress and progress_lib.interactive() else sample_tokens
     with distributed.on(mesh):
-        out = sample_tokens(placed, state, key, jnp.float32(alpha), *static)
+        out = loop(placed, state, key, jnp.float32(alpha), *static)
+    layout = distributed.layout_of(mesh, out[0])
+    if distributed.spans_processes(mesh):  # other processes hold some particles: gather them
+        out = distributed.to_host(out)
     result = _samples(lm, *_host_parts(*out, max_new_tokens, batched=False), method, "power_rollout")
-    result.layout = distributed.layout_of(mesh, out[0])
+    result.layout = layout
     return result
 
 

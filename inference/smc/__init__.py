@@ -20,7 +20,7 @@ Building blocks (blackjax style): :func:`init` and :func:`build_kernel` (a pure
 from . import conditional, islands, replay, resampling, steer
 from .islands import IslandResampler, island_resampling
 from .bounds import LogZBounds, log_z_bounds, log_z_runs
-from .kernel import SMCInfo, SMCKernel, SMCState, build_kernel, finish_step, init, sweep
+from .kernel import SMCInfo, SMCKernel, SMCState, build_kernel, finish_step, init, sweep, sweep_steps
 from .particle_filter import reward_particle_filter
 from .resampling import ess, log_mean_exp, multinomial, residual, stratified, systematic
 from .results import SMCResult
@@ -29,5 +29,6 @@ from .run import run
 __all__ = [
     "SMCInfo", "SMCKernel", "SMCResult", "SMCState", "build_kernel", "ess", "finish_step", "init",
     "log_mean_exp", "multinomial", "residual", "resampling", "reward_particle_filter", "run",
-    "steer", "stratified", "sweep", "systematic", "conditional", "replay", "islands", "IslandResampler", "island_resampling", "LogZBounds", "log_z_bounds", "log_z_runs",
+    "steer", "stratified", "sweep", "sweep_steps", "systematic", "conditional", "replay", "islands", "IslandResampler",
+    "island_resampling", "LogZBounds", "log_z_bounds", "log_z_runs",
 ]

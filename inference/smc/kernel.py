@@ -178,7 +178,15 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
     if program.num_prompts is not None:
         return map_prompts(lambda one, s, k: sweep(kernel, one, s, k), program, state,
                            prompt_keys(key, program.num_prompts))
-    steps = program.max_new_tokens
+    return sweep_steps(kernel, program, state, jax.random.split(key, program.max_new_tokens))
+
+
+def sweep_steps(kernel: Callable, program: Program, state: SMCState, keys, valid=None) -> tuple[SMCState, SMCInfo]:
+    """The steps of :func:`sweep` with the given step keys ``keys`` [T] (one prompt): the
+    sweep is ``sweep_steps(kernel, program, state, jax.random.split(key, max_new_tokens))``,
+    and running its keys in consecutive slices, each from the state the last one left, gives
+    the same result (how :func:`run` reports progress). ``valid`` [T] bool (optional): steps
+    marked False are idle (the padding of a last, shorter slice)."""
     n = state.logw.shape[0]
     idle = SMCInfo(ancestors=jnp.arange(n, dtype=jnp.int32), ess=jnp.float32(jnp.nan),
                    resampled=jnp.zeros((), bool), log_z_increment=jnp.float32(0.0),
@@ -188,9 +196,12 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
     # with a move the sweep runs all steps even when every particle has finished
     has_move = getattr(kernel, "move", None) is not None
 
-    def body(state, key):
+    def body(state, xs):
+        key, ok = xs
         state = constrain_state(state)  # on a mesh: particles stay split over its data axis
         live = jnp.isfinite(jax.nn.logsumexp(state.logw)) & (jnp.any(~state.particles.done) | has_move)
+        if ok is not None:
+            live = live & ok
 
         def step(s):  # in a batch of prompts: runs while any prompt is live; the others stay idle
             new, info = kernel(key, s, program)
@@ -200,4 +211,4 @@ def sweep(kernel: Callable, program: Program, state: SMCState, key) -> tuple[SMC
         state = constrain_state(state)
         return state, info.replace(logw=state.logw)
 
-    return jax.lax.scan(body, state, jax.random.split(key, steps))
+    return jax.lax.scan(body, state, (keys, valid))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from genppl import distributed
@@ -14,9 +15,9 @@ from genppl.models.batch import Batch
 from genppl.ppl.batch import as_program, host_slice, prompt_keys, unstack
 from genppl.ppl.program import Program
 
-from .. import progress as progress_lib
+from genppl.models import progress as progress_lib
 from .islands import island_resampling
-from .kernel import SMCKernel, build_kernel, init, sweep
+from .kernel import SMCKernel, build_kernel, init, sweep, sweep_steps
 from .results import SMCResult
 from .steer import SteerKernel
 
@@ -32,9 +33,10 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     kernel: a kernel from :func:`build_kernel` or :func:`steer.build_kernel` (or any hashable
     ``(key, state, program) -> (state, info)``); without one, ``kernel_options``
     (``resampling_fn``, ``proposal``, ``ess_threshold``, ``move``) build it. key: a PRNG key
-    or an int seed. progress: a progress bar (tqdm auto) fed from inside the compiled sweep
-    (:mod:`inference.progress`) when stderr is a terminal or a notebook; it appears only when
-    the call lasts over two seconds.
+    or an int seed. progress: a progress bar (tqdm auto) when stderr is a terminal or a
+    notebook, shown only when the call lasts over two seconds: the sweep then runs as a few
+    chunks of one compiled program (:func:`sweep_in_chunks`, :mod:`inference.progress`),
+    with the same result; a batch of prompts shows none.
     The result keeps what :func:`inference.records.save` needs to write a replayable record.
 
     Many devices: ``mesh`` (what :func:`genppl.distributed.as_mesh` takes: None, a number of
@@ -84,29 +86,55 @@ def run(program: Program, n: int, key=0, *, kernel=None, progress: bool = True, 
     what = describe(kernel)
     if program.num_prompts is not None:
         return run_prompts(kernel, program, n, key, mesh)
-    steps = program.max_new_tokens
-    # report only when someone watches (a terminal or a notebook): elsewhere the compiled
-    # sweep is the plain one, without callbacks
-    report = bool(progress) and progress_lib.interactive()
     program = program.replace(lm=distributed.place_model(program.lm, mesh))
     start = init(program, n)
     if mesh is not None:  # particles split over the data axis, weights vector replicated
         start = start.replace(particles=distributed.place(start.particles, mesh),
                               logw=distributed.replicate(start.logw, mesh), step=distributed.replicate(start.step, mesh))
-    with progress_lib.bar(steps, "SMC", enabled=report), distributed.on(mesh):
-        state, infos = sweep_jit(progress_lib.reporting(kernel, steps) if report else kernel, program, start, key)
-        if report:  # keep the bar open until the sweep and its callbacks are done
-            jax.block_until_ready((state, infos))
-            jax.effects_barrier()
+    per_particle = particle_bytes(start.particles) // n  # read before a chunked sweep donates start
+    # a bar only when someone watches (a terminal or a notebook); elsewhere one plain sweep
+    with distributed.on(mesh):
+        if progress and progress_lib.interactive():
+            state, infos = sweep_in_chunks(kernel, program, start, key)
+        else:
+            state, infos = sweep_jit(kernel, program, start, key)
     if distributed.spans_processes(mesh):  # other processes hold some particles: gather them (multi-process)
         state, infos = distributed.to_host((state, infos))
     check_faults(infos, what)
     result = SMCResult.from_run(program, state, infos, method=what)
     result.layout = distributed.layout_of(mesh, state, "particles", resampling, result.ancestors,
-                                          particle_bytes(start.particles) // n, result.resampled)
+                                          per_particle, result.resampled)
     result.provenance = {"function": "genppl.inference.smc.run", "n": n, "key": key, "kernel": what,
                          "program": program}
     return result
+
+
+def sweep_chunk(kernel, program: Program, state, keys, start, size: int):
+    """Steps ``start .. start + size - 1`` of :func:`sweep` with its step keys ``keys`` [T]
+    (steps past T are idle padding): one slice of a sweep under a progress bar."""
+    steps = keys.shape[0]
+    index = start + jnp.arange(size)
+    return sweep_steps(kernel, program, state, keys[jnp.minimum(index, steps - 1)], index < steps)
+
+
+# static: the kernel and the slice length; the state is donated (updated in place)
+sweep_chunk_jit = jax.jit(sweep_chunk, static_argnums=(0, 5), donate_argnums=2)
+
+
+def sweep_in_chunks(kernel, program: Program, state, key):
+    """:func:`sweep` under a progress bar: the steps in :data:`progress.CHUNKS` slices of one
+    compiled program (:func:`progress.run_in_chunks`); the same keys, so the same result."""
+    steps = program.max_new_tokens
+    stops = progress_lib.chunk_stops(steps)
+    size = stops[0]  # every slice this long (the last one padded): one program
+    keys = jax.random.split(key, steps)  # the sweep's own step keys
+    starts = dict(zip(stops, [0] + stops))  # each slice starts where the last one stopped
+
+    def advance(state, stop):
+        return sweep_chunk_jit(kernel, program, state, keys, np.int32(starts[int(stop)]), size)
+
+    state, infos = progress_lib.run_in_chunks(advance, state, steps, "SMC")
+    return state, jax.tree.map(lambda *parts: jnp.concatenate(parts)[:steps], *infos)
 
 
 def init_and_sweep(kernel, program: Program, n: int, key):

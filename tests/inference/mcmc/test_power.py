@@ -193,3 +193,26 @@ def test_many_prompts_in_one_call_equal_the_one_prompt_runs():
         np.testing.assert_array_equal(out[b].trace_accepted, one.trace_accepted)
         np.testing.assert_allclose(out[b].log_targets, one.log_targets, rtol=1e-6)
         assert out[b].prompt == one.prompt and out[b].method == one.method
+
+
+@pytest.mark.slow  # compiles the chunked loop as a second program (~5 s); the chunking itself is a default test
+def test_a_progress_bar_changes_nothing(monkeypatch):
+    """Issue 17: with a bar, the blocks run in chunks of one compiled program (one chunk per
+    block here) and the chains, traces and log targets are the plain run's bits."""
+    from tests.helpers import watch_progress
+
+    lm = models.TabularLM.random(jax.random.key(6), vocab_size=4, max_len=6, eos_id=0)
+    options = dict(alpha=2.0, block_size=2, num_mcmc=2)
+    quiet = mcmc.power_mcmc(lm, [1], 8, 6, key=1, **options)
+    bars = watch_progress(monkeypatch)
+    key = jax.random.key(1)
+    shown = mcmc.power_mcmc(lm, [1], 8, 6, key=key, **options)
+    (bar,) = bars
+    assert bar.total == 3 and bar.updates == [1, 1, 1] and bar.closed and bar.options["unit"] == "block"
+    np.testing.assert_array_equal(shown.token_ids, quiet.token_ids)
+    np.testing.assert_array_equal(shown.trace_accepted, quiet.trace_accepted)
+    assert shown.trace_log_target.tobytes() == quiet.trace_log_target.tobytes()
+    assert shown.log_targets.tobytes() == quiet.log_targets.tobytes()
+    assert int(jax.random.key_data(key)[1]) == 1                   # the caller's key is not donated away
+    mcmc.power_mcmc(lm, [1], 8, 6, key=1, progress=False, **options)
+    assert len(bars) == 1

@@ -100,3 +100,23 @@ def test_many_prompts_in_one_call_equal_the_one_prompt_runs():
         np.testing.assert_array_equal(out[b].tokens_generated, one.tokens_generated)
         np.testing.assert_allclose(out[b].log_probs, one.log_probs, rtol=1e-6)
         assert out[b].prompt == one.prompt and out[b].method == one.method
+
+
+@pytest.mark.slow  # compiles the chunked loop as a second program (~5 s); the chunking itself is a default test
+def test_a_progress_bar_changes_nothing(monkeypatch):
+    """Issue 17: with a bar, the token loop runs in chunks of one compiled program and the
+    samples, log p and costs are the plain run's bits."""
+    from tests.helpers import watch_progress
+
+    lm = random_lm(3)
+    options = dict(alpha=2.0, top_k=3, rollouts=2)
+    quiet = power.power_rollout(lm, [1], 8, CAP, key=4, **options)
+    bars = watch_progress(monkeypatch)
+    shown = power.power_rollout(lm, [1], 8, CAP, key=4, **options)
+    (bar,) = bars
+    assert bar.total == CAP and bar.n == CAP and bar.closed and bar.options["unit"] == "token"
+    np.testing.assert_array_equal(shown.token_ids, quiet.token_ids)
+    np.testing.assert_array_equal(shown.tokens_generated, quiet.tokens_generated)
+    assert shown.log_probs.tobytes() == quiet.log_probs.tobytes()
+    power.power_rollout(lm, [1], 8, CAP, key=4, progress=False, **options)
+    assert len(bars) == 1
