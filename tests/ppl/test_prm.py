@@ -113,3 +113,23 @@ def test_bad_input(lm, prm):
     program = ppl.Program(lm, PROMPT, MAX_LEN, potential=ppl.PRMReward(short, lm.tokenizer))
     with pytest.raises(InputError, match="lower max_new_tokens"):
         smc.run(program, 2, key=0)
+
+
+@pytest.mark.slow  # compiles four kernels (about 20 s on a quiet 2-core CPU)
+def test_every_kernel_takes_the_prm(lm, prm):
+    """Best-of-N by the PRM picks the candidate of highest PRM score; beam search, MH chains and
+    SMC accept a program whose potential is the PRM."""
+    from genppl.inference import mcmc, search
+
+    final = ppl.Program(lm, PROMPT, MAX_LEN, potential=ppl.PRMFinalReward(prm, lm.tokenizer))
+    best = search.best_of_n(final, 8, key=0, proposal=ppl.proposals.prior())
+    direct = log_r(prm, [PROMPT + content(c) for c in best.token_ids])
+    np.testing.assert_allclose(best.scores, direct, atol=1e-4)  # the score is log r(x)
+    assert best.selected == int(np.argmax(direct))
+    step = ppl.Program(lm, PROMPT, MAX_LEN, potential=ppl.PRMReward(prm, lm.tokenizer), step_delimiter="b")
+    beams = search.beam_search(step, 4, key=0, expansions=2)
+    assert beams.selected is not None
+    chains = mcmc.run_chains(final, mcmc.program_mh(), 2, 4, key=0)
+    assert len(chains.samples(burn_in=2)) == 4
+    result = smc.run(step, 8, key=1)
+    assert np.isfinite(result.log_z)
