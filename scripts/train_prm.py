@@ -18,8 +18,8 @@ The Math-Shepherd recipe, in miniature:
    one label); it reads the question and the partial solution and is trained in JAX with optax
    (AdamW) on the soft labels by binary cross-entropy at each step's last token;
 4. measure on held-out rollouts of ``--dev-problems`` dev problems: step-level AUC against the
-   gold label (the step and all before it equal the reference solution's, or, for the answer
-   step, the answer is right), against the same AUC for the arithmetic step check (which
+   gold label (``multistep.on_track``: the steps so far are the reference solution's first
+   steps; for the answer step, the answer is right), against the same AUC for the arithmetic step check (which
    cannot see misreadings), and the AUC of the final score for the final answer.
 
 Seeded by ``--seed``. Rollouts and labels are cached in ``scripts/_work/prm_data.json``
@@ -97,8 +97,7 @@ def collect(lm, problems, rollouts: int, completions: int, max_new: int, key, ch
                 prefix = tuple(ids[:j + 1])
                 partial = tok.decode(list(prefix))
                 final = "The answer is" in partial
-                gold_eq = multistep.steps_on_track(partial, p)
-                gold = multistep.is_correct(partial, p) if final else (bool(gold_eq) and gold_eq[-1])
+                gold = multistep.is_correct(partial, p) if final else multistep.on_track(partial, p)
                 steps.append({"end": j, "final": final, "gold": bool(gold),
                               "arith": bool(arithmetic.equations_hold(partial))})
                 if label and not final:
@@ -180,7 +179,7 @@ def main(argv=None):
     p.add_argument("--rollouts", type=int, default=4, help="policy samples per problem")
     p.add_argument("--completions", type=int, default=4, help="Monte-Carlo completions per step prefix")
     p.add_argument("--dev-problems", type=int, default=48, help="held-out dev problems for the AUC")
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--chunk", type=int, default=32, help="prompts per compiled sampling call")
     p.add_argument("--steps", type=int, default=150, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=16)
