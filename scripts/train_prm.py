@@ -65,7 +65,9 @@ def sample_many(lm, prompts: list[list[int]], n: int, max_new_tokens: int, key, 
         real = len(part)
         part = part + [part[-1]] * (chunk - real)
         key, sub = jax.random.split(key)
-        batch = models.sample(lm, part, n, max_new_tokens, key=sub, temperature=1.0)
+        room = lm.max_length - max(map(len, part))  # the context bounds a long prefix's completion
+        steps = min(max_new_tokens, room // 32 * 32 if room >= 32 else room)  # few distinct shapes
+        batch = models.sample(lm, part, n, steps, key=sub, temperature=1.0)
         for b in range(real):
             s = batch[b]
             out.append([[int(t) for t in ids[:k] if int(t) != lm.eos_id] for ids, k in zip(s.token_ids, s.num_tokens)])
@@ -111,6 +113,7 @@ def collect(lm, problems, rollouts: int, completions: int, max_new: int, key, ch
         log(f"  {len(keys)} distinct step prefixes to complete, {completions} completions each")
         t0 = time.time()
         key, sub = jax.random.split(key)
+        keys.sort(key=lambda k: len(prompts[k[0]]) + len(k[1]))  # chunks of similar lengths
         comp = sample_many(lm, [prompts[i] + list(prefix) for i, prefix in keys], completions, max_new, sub, chunk)
         values = {}
         for (i, prefix), cs in zip(keys, comp):
