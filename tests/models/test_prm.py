@@ -73,6 +73,7 @@ def test_invariant_to_batching_and_padding(prm, rows):
     np.testing.assert_allclose(jitted(prm, padded(rows, 12), length), ref, atol=1e-5)
 
 
+@pytest.mark.slow  # another compiled shape; the helper is a thin wrapper of rewards()
 def test_host_helper_scores_texts(prm, llama_lm):
     prefix = [llama_lm.eos_id] + llama_lm.tokenizer.encode("Q: 12 + 7")
     texts = [" = 19.", " = 18.", ""]
@@ -81,6 +82,7 @@ def test_host_helper_scores_texts(prm, llama_lm):
     np.testing.assert_allclose(r, prm.rewards(padded(ids, 30), np.array([len(i) for i in ids])), atol=1e-6)
 
 
+@pytest.mark.slow  # imports torch and builds the transformers model (several seconds)
 def test_checkpoint_round_trip_and_transformers_reads_it(prm, tmp_path):
     import torch
     import transformers

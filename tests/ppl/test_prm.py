@@ -65,7 +65,7 @@ def content(seq):
     return [t for t in seq if t != EOS]
 
 
-@pytest.mark.parametrize("beta", [1.0, 2.5])
+@pytest.mark.parametrize("beta", [2.5, pytest.param(1.0, marks=pytest.mark.slow)])  # slow: same code path
 def test_step_reward_adds_beta_log_r_of_every_step(lm, prm, seqs, beta):
     got = walk(ppl.PRMReward(prm, lm.tokenizer, beta=beta), lm, seqs, PROMPT, MAX_LEN, every_token_boundary=True)
     # every token ends a step; a trailing EOS adds no step; an empty continuation is one step
@@ -79,6 +79,7 @@ def test_step_reward_adds_beta_log_r_of_every_step(lm, prm, seqs, beta):
     assert_log_close(got, want, tol=1e-4)
 
 
+@pytest.mark.slow  # two more compiled walks (about 5 s on a quiet CPU)
 def test_final_reward_telescopes_to_beta_log_r_of_the_text(lm, prm, seqs):
     for every_token in (False, True):
         got = walk(ppl.PRMFinalReward(prm, lm.tokenizer, beta=2.0), lm, seqs, PROMPT, MAX_LEN,
@@ -87,6 +88,7 @@ def test_final_reward_telescopes_to_beta_log_r_of_the_text(lm, prm, seqs):
         assert_log_close(got, want, tol=1e-4)
 
 
+@pytest.mark.slow  # compiles an SMC sweep with the PRM inside
 def test_same_compiled_sweep_for_other_weights_and_a_run(lm, prm):
     """PRM weights are data: two PRMs of one shape give equal treedefs (one compiled sweep);
     the reward particle filter takes a PRM and returns finite log-weights and log Z."""
