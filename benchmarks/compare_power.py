@@ -20,7 +20,9 @@ for alpha in ``--alphas`` (default 2 and 4). Columns: accuracy (the share of rig
 weighted by the particles' normalised weights for Power-SMC), tokens sampled per answer
 (every proposal, extension and rollout; for SMC one token per particle per step), the mean
 log p(x) of the answers under the base model, and the number of distinct final answers
-among the n (diversity). 95% intervals over problems: percentile bootstrap. The sampler
+among the n (diversity). 95% intervals over problems: percentile bootstrap of the mean of
+the per-problem shares; the Must-show comparison also gets a paired bootstrap interval of the
+difference. The sampler
 settings are fixed in advance (below), not tuned, so no dev split is used.
 """
 
@@ -110,9 +112,9 @@ def run(args, lm, task, problems, log=print):
 def must_show(table, alphas):
     lines = []
     for alpha in alphas:
-        temp = testbed.interval(table["temperature 1/alpha", alpha]["accuracy"])
+        temp = testbed.interval(table["temperature 1/alpha", alpha]["accuracy"], binary=False)
         for other in ("MH power sampling", "Power-SMC"):
-            ci = testbed.interval(table[other, alpha]["accuracy"])
+            ci = testbed.interval(table[other, alpha]["accuracy"], binary=False)
             diff = np.asarray(table[other, alpha]["accuracy"]) - np.asarray(table["temperature 1/alpha", alpha]["accuracy"])
             low, high = testbed.bootstrap(diff)
             verdict = "intervals do not overlap" if not testbed.overlaps(ci, temp) else "intervals overlap"
@@ -127,7 +129,7 @@ def render(args, table, seconds):
               "distinct answers (of n)"]
     rows = []
     for (name, alpha), r in table.items():
-        rows.append([name, "-" if alpha is None else f"{alpha:g}", testbed.fmt_ci(testbed.interval(r["accuracy"])),
+        rows.append([name, "-" if alpha is None else f"{alpha:g}", testbed.fmt_ci(testbed.interval(r["accuracy"], binary=False)),
                      f"{np.mean(r['tokens']):.1f}", f"{np.nanmean(r['log_p']):.2f}",
                      f"{np.mean(r['distinct']):.2f}"])
     cmd = "python benchmarks/compare_power.py" + (" --quick" if args.quick else "") + \
@@ -138,8 +140,8 @@ def render(args, table, seconds):
             f"`{args.task}`, {args.problems} eval problems, n = {args.n} answers each, at most "
             f"{args.max_new_tokens} new tokens; MH B = {args.block_size}, N_MCMC = {args.num_mcmc}; Power-SMC "
             f"N = {args.n}; rollouts K = {args.rollout_top_k}, M = {args.rollouts}, H = {args.horizon} "
-            f"(fixed in advance, not tuned); seed {args.seed}. Accuracy with a 95% bootstrap interval over "
-            f"problems.\n\n" + testbed.markdown_table(header, rows) +
+            f"(fixed in advance, not tuned); seed {args.seed}. Accuracy (share of right answers among the n) "
+            f"with a 95% bootstrap interval over problems.\n\n" + testbed.markdown_table(header, rows) +
             "\n\n![likelihood against diversity](figures/power_panel.png)\n\n" + must_show(table, args.alphas) + "\n")
 
 
@@ -158,7 +160,7 @@ def plot(table, results):
     ax1.legend(fontsize=7)
     labels, means, errs = [], [], []
     for k, r in table.items():
-        m, lo, hi = testbed.interval(r["accuracy"])
+        m, lo, hi = testbed.interval(r["accuracy"], binary=False)
         labels.append(k[0].replace(" sampling", "").replace("temperature ", "T=") + ("" if k[1] is None else f" a={k[1]:g}"))
         means.append(m)
         errs.append([m - lo, hi - m])

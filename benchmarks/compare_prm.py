@@ -178,7 +178,7 @@ def summarise(outcomes, tokens, budgets):
     rows = {}
     for m in outcomes:
         for n in budgets:
-            rows[m, n] = (testbed.interval(outcomes[m][n]), float(np.mean(tokens[m][n])))
+            rows[m, n] = (testbed.interval(outcomes[m][n], binary=m != "plain sampling"), float(np.mean(tokens[m][n])))
     return rows
 
 

@@ -2,8 +2,8 @@
 
 * **Tasks and splits.** :func:`load_task` imports ``genppl.tasks.<name>`` (any task module
   with ``prompt_text``, ``extract_answer``, ``generate_problem`` and ``EVAL_SEED``);
-  :func:`split` gives its held-out **eval** problems (the task's own fixed set) or a **dev**
-  set drawn from another seed with every eval question removed. Hyper-parameters are chosen
+  :func:`split` gives its held-out **eval** problems or its **dev** problems (the task's own
+  splits when it has them, else a stream from another seed with every eval question removed). Hyper-parameters are chosen
   on dev only (:func:`choose_on_dev`); eval is never looked at while choosing.
 * **Rewards.** :func:`load_reward` resolves ``--prm``: ``verifier`` (the arithmetic step
   checks, :func:`genppl.tasks.arithmetic.step_reward`, question-blind) or a trained process
@@ -81,14 +81,19 @@ def load_task(name: str) -> Task:
 
 
 def split(task: Task, which: str, n: int) -> list:
-    """``n`` problems of the ``eval`` split (the task's held-out set) or the ``dev`` split
-    (the stream for :data:`DEV_SEED`, skipping any question of the first 1000 eval problems,
-    so dev and eval never share a question)."""
+    """``n`` problems of the ``eval`` split (the task's held-out set) or the ``dev`` split.
+
+    A task with its own splits (``problems(split, n)``, e.g. ``tasks.multistep``) gives them;
+    otherwise eval is ``eval_problems(n)`` and dev is the stream for :data:`DEV_SEED` with
+    every question of the first 1000 eval problems skipped, so dev and eval never share a
+    question."""
+    if which not in ("eval", "dev"):
+        raise ValueError(f"split must be 'eval' or 'dev', got {which!r}")
+    if hasattr(task.module, "problems"):
+        return list(task.module.problems(which, n))
     if which == "eval":
         return list(task.module.eval_problems(n)) if hasattr(task.module, "eval_problems") else \
             _stream(task, task.module.EVAL_SEED, n, set())
-    if which != "dev":
-        raise ValueError(f"split must be 'eval' or 'dev', got {which!r}")
     held_out = {p.question for p in split(task, "eval", 1000)}
     return _stream(task, DEV_SEED, n, held_out)
 
@@ -175,11 +180,17 @@ def bootstrap(values: Sequence[float], level: float = 0.95, resamples: int = 200
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) over problems: Wilson when every value is 0 or 1, else bootstrap."""
+def interval(values: Sequence[float], level: float = 0.95, binary: bool | None = None) -> tuple[float, float, float]:
+    """(mean, low, high) over problems. ``binary`` (one 0/1 outcome per problem): Wilson;
+    otherwise a percentile bootstrap of the mean. None: Wilson exactly when every value is
+    0 or 1."""
     x = np.asarray(values, np.float64)
-    if x.size and np.all((x == 0) | (x == 1)):
-        return (float(x.mean()), *wilson(int(x.sum()), x.size, level))
+    if binary is None:
+        binary = bool(x.size) and bool(np.all((x == 0) | (x == 1)))
+    if binary:
+        if x.size and not np.all((x == 0) | (x == 1)):
+            raise ValueError("binary=True needs values that are all 0 or 1")
+        return (float(x.mean()) if x.size else math.nan, *wilson(int(x.sum()), x.size, level))
     return (float(x.mean()) if x.size else math.nan, *bootstrap(x, level))
 
 
