@@ -20,13 +20,23 @@ from .tokenizer import CharTokenizer, Tokenizer
 BUNDLED = Path(__file__).parent / "bundled"
 
 
-def bundled_path() -> Path:
-    """Directory of the bundled default checkpoint (Hugging Face format)."""
-    return BUNDLED
+#: Bundled checkpoints by name: the default model, the second policy trained on the harder
+#: task (``tasks.multistep``), and the process reward model trained on its rollouts.
+BUNDLED_MODELS = {"default": BUNDLED, "reasoner": Path(__file__).parent / "bundled-reasoner",
+                  "prm": Path(__file__).parent / "bundled-prm"}
+
+
+def bundled_path(name: str = "default") -> Path:
+    """Directory of a bundled checkpoint (Hugging Face format): ``"default"``, ``"reasoner"``
+    or ``"prm"``."""
+    if name not in BUNDLED_MODELS:
+        raise InputError(f"no bundled model {name!r}: choose one of {sorted(BUNDLED_MODELS)}")
+    return BUNDLED_MODELS[name]
 
 
 def load(path=None, dtype="float32", eos_id=None):
-    """Load a local Hugging Face checkpoint directory (default: the bundled model).
+    """Load a local Hugging Face checkpoint directory (default: the bundled model;
+    ``"reasoner"`` names the second bundled model, trained on ``tasks.multistep``).
 
     ``eos_id`` overrides the EOS token the files name (needed when they name none). Every
     fault in the directory raises one :class:`~models.architectures.CheckpointError` (an
@@ -34,14 +44,26 @@ def load(path=None, dtype="float32", eos_id=None):
     """
     from .transformer import TransformerLM  # imports the architectures only when needed
 
-    return TransformerLM.from_pretrained(BUNDLED if path is None else path, dtype=dtype, eos_id=eos_id)
+    if path is None:
+        path = BUNDLED
+    elif isinstance(path, str) and path in ("default", "reasoner") and not Path(path).exists():
+        path = BUNDLED_MODELS[path]  # a bundled model by name (a local directory of that name wins)
+    return TransformerLM.from_pretrained(path, dtype=dtype, eos_id=eos_id)
+
+
+def load_prm(path=None):
+    """Load a process reward model (:class:`ProcessRewardModel`, a ``LlamaForTokenClassification``
+    checkpoint with one label); default: the bundled PRM of the ``"reasoner"`` model."""
+    from .prm import ProcessRewardModel
+
+    return ProcessRewardModel.from_pretrained(BUNDLED_MODELS["prm"] if path is None else path)
 
 
 __all__ = [
     "InputError", "LanguageModel", "LMState", "NonFiniteLogitsError", "Processing", "Samples", "TabularLM", "Tokenizer",
     "CharTokenizer", "as_key", "bundled_path", "categorical", "load", "nonfinite_rows", "process_logits", "sample",
 ]
-__all__ += ["chat"]
+__all__ += ["chat", "load_prm", "BUNDLED_MODELS"]
 __all__ += ["GuidedLM", "LoRA", "TabularAdapter", "TabularTwist", "TwistHead"]
 
 # many prompts per call: a batch of prompts in, one result per prompt out
@@ -49,3 +71,8 @@ from . import batch
 from .batch import Batch
 
 __all__ += ["Batch", "batch"]
+
+# a process reward model (a value head on a small decoder), for ppl.PRMReward
+from .prm import ProcessRewardModel
+
+__all__ += ["ProcessRewardModel"]

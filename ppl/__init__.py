@@ -39,3 +39,8 @@ from .grammar import Grammar
 from .jsonschema import JSONSchema
 
 __all__ += ["Grammar", "JSONSchema"]
+
+# a trained process reward model (models.ProcessRewardModel) as a step reward, on device
+from .prm import PRMFinalReward, PRMReward
+
+__all__ += ["PRMFinalReward", "PRMReward"]

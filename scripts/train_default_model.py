@@ -4,6 +4,7 @@
     python scripts/train_default_model.py                       # the committed checkpoint
     python scripts/train_default_model.py --steps 200 --out /tmp/m --eval-n 50   # a quick run
     python scripts/train_default_model.py --eval-only --out models/bundled      # re-measure
+    python scripts/train_default_model.py --reasoner     # the second model, models/bundled-reasoner
 
 Steps:
 
@@ -47,7 +48,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from genppl.tasks import arithmetic, sentences  # noqa: E402
+from genppl.tasks import arithmetic, multistep, sentences  # noqa: E402
 from genppl.tasks.corpus import build_corpus  # noqa: E402
 
 EOT = "<|endoftext|>"
@@ -127,7 +128,7 @@ def pack(doc_ids: list[list[int]], row_len: int, eot: int, open_rows: int = 32):
     return tokens, mask
 
 
-def answer_probe(hf, n: int):
+def answer_probe(hf, n: int, task: str = "arithmetic"):
     """Held-out problems for a teacher-forced progress check during training.
 
     Returns tokens [n, L] (BOS + document, padded) and a mask [n, L - 1] over the targets that
@@ -135,8 +136,10 @@ def answer_probe(hf, n: int):
     """
     import re
 
-    problems = arithmetic.eval_problems(n)
-    docs = [arithmetic.document(p) for p in problems]
+    if task == "multistep":  # the dev split: tuning (when to stop) never looks at eval
+        docs = [multistep.document(p) for p in multistep.problems("dev", n)]
+    else:
+        docs = [arithmetic.document(p) for p in arithmetic.eval_problems(n)]
     encs = hf.backend_tokenizer.encode_batch(docs, add_special_tokens=False)
     length = max(len(e.ids) for e in encs) + 1
     tokens = np.zeros((n, length), np.int32)
@@ -194,7 +197,7 @@ def optax_schedule(peak, warmup, total, min_ratio):
     )
 
 
-def train(args, config, tokens: np.ndarray, mask: np.ndarray, probe):
+def train(args, config, tokens: np.ndarray, mask: np.ndarray, probe, save=None):
     import optax
     from flax import nnx
 
@@ -251,25 +254,28 @@ def train(args, config, tokens: np.ndarray, mask: np.ndarray, probe):
     losses = []
     t0 = time.time()
     history = []
-    for it in range(1, args.steps + 1):
+    last = args.steps if args.stop_after is None else min(args.stop_after, args.steps)
+    for it in range(1, last + 1):
         if cursor + args.batch_size > len(order):
             order, cursor = rng.permutation(len(tokens)), 0
         idx = np.sort(order[cursor: cursor + args.batch_size])
         cursor += args.batch_size
         params, opt_state, loss, gnorm = step(params, opt_state, jnp.asarray(tokens[idx]), jnp.asarray(mask[idx]))
         losses.append(loss)
-        if it % args.log_every == 0 or it % args.probe_every == 0 or it == args.steps or it == 1:
+        if it % args.log_every == 0 or it % args.probe_every == 0 or it == last or it == 1:
             recent = float(np.mean(jax.device_get(losses[-args.log_every:])))
             elapsed = time.time() - t0
             history.append({"step": it, "loss": recent, "time_s": round(elapsed, 1)})
             log(f"step {it}/{args.steps} loss {recent:.4f} grad-norm {float(gnorm):.3f} "
                 f"lr {float(lr_schedule(args)(it)):.2e} {elapsed:.0f}s "
                 f"({it * args.batch_size * seq / max(elapsed, 1e-9):.0f} tok/s)")
-        if it % args.probe_every == 0 or it == args.steps:
+        if it % args.probe_every == 0 or it == last:
             digits, problems = run_probe(params)
             history[-1].update({"probe_digit_accuracy": digits, "probe_problem_accuracy": problems})
             log(f"  held-out, teacher-forced: result digits right {digits:.3f}, "
                 f"all results of a problem right {problems:.3f}")
+        if save is not None and args.save_every and it % args.save_every == 0 and it != last:
+            save(nnx.merge(graphdef, params, rest), it)
     train_time = time.time() - t0
     final_loss = float(np.mean(jax.device_get(losses[-args.log_every:])))
     decoder = nnx.merge(graphdef, params, rest)
@@ -382,6 +388,44 @@ def evaluate(path, n_problems: int, samples_per_problem: int, n_sentences: int, 
     return metrics, examples
 
 
+def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: int, split: str = "dev"):
+    """Plain sampling on the harder task (:mod:`tasks.multistep`): accuracy at temperature 1,
+    pass@k (at least one of ``samples_per_problem`` samples right), greedy accuracy, and
+    accuracy by number of steps. ``split`` is "dev" (for choosing) or "eval" (for reporting)."""
+    from genppl import models
+
+    lm = models.load(path)
+    tok = lm.tokenizer
+    bos = tok.bos_id if tok.bos_id is not None else lm.eos_id
+    key = jax.random.key(seed)
+    problems = multistep.problems(split, n_problems)
+    prompts = [[bos] + tok.encode(multistep.prompt_text(p)) for p in problems]
+    k = samples_per_problem
+    metrics = {"task": "multistep", "split": split, "problems": n_problems, "samples_per_problem": k}
+    t0 = time.time()
+    texts, _ = generate(lm, prompts, 96, key, greedy=True)
+    metrics["greedy_accuracy"] = multistep.accuracy(texts, problems)
+    reps = [p for p in prompts for _ in range(k)]
+    key, sub = jax.random.split(key)
+    texts, finished = generate(lm, reps, 96, sub, temperature=1.0)
+    correct = np.array([multistep.is_correct(t, p) for t, p in zip(texts, [p for p in problems for _ in range(k)])])
+    per_problem = correct.reshape(n_problems, k)
+    metrics["t1_accuracy"] = float(correct.mean())
+    metrics[f"pass@{k}"] = float(per_problem.any(1).mean())
+    metrics["t1_steps_ok"] = float(np.mean([arithmetic.check_steps(t) for t in texts]))
+    metrics["t1_answered"] = float(np.mean([multistep.extract_answer(t) is not None for t in texts]))
+    metrics["t1_finished"] = float(np.mean(finished))
+    by = {}
+    for p, row in zip(problems, per_problem):
+        by.setdefault(p.steps, []).append(row)
+    metrics["by_steps"] = {s: {"problems": len(v), "t1_accuracy": round(float(np.mean(v)), 3),
+                               f"pass@{k}": round(float(np.mean([r.any() for r in v])), 3)}
+                           for s, v in sorted(by.items())}
+    metrics["eval_time_s"] = round(time.time() - t0, 1)
+    examples = [multistep.prompt_text(problems[i // k]) + texts[i] for i in range(0, 4 * k, k)]
+    return metrics, examples
+
+
 # ---------------------------------------------------------------------------------------
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -410,9 +454,34 @@ def parse_args(argv=None):
     p.add_argument("--eval-n", type=int, default=200, help="held-out arithmetic problems")
     p.add_argument("--eval-samples", type=int, default=4, help="samples per problem at temperature 1")
     p.add_argument("--eval-sentences", type=int, default=500)
+    p.add_argument("--n-multistep", type=int, default=0, help="harder problems (tasks.multistep) in the corpus")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many steps (the schedule still spans --steps): less training")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also save the checkpoint every this many steps, to --out/../<name>-step<N>")
+    p.add_argument("--task", choices=["arithmetic", "multistep"], default="arithmetic",
+                   help="what the evaluation measures (multistep: its dev split, pass@--eval-samples)")
+    p.add_argument("--eval-split", choices=["dev", "eval"], default="dev", help="multistep split to measure")
+    p.add_argument("--reasoner", action="store_true",
+                   help="the second bundled model's settings (models/bundled-reasoner; see its README)")
     p.add_argument("--eval-only", action="store_true", help="only evaluate the checkpoint at --out")
     p.add_argument("--skip-eval", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.reasoner:  # defaults of the second bundled model; explicit options still win
+        given = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
+        for name, value in REASONER.items():
+            if "--" + name.replace("_", "-") not in given:
+                setattr(args, name, value)
+    return args
+
+
+#: Settings of the second bundled model (``--reasoner``): a smaller decoder, trained briefly
+#: on the harder task so that plain sampling is often wrong but rarely always wrong.
+REASONER = {
+    "out": str(ROOT / "models" / "bundled-reasoner"), "n_arithmetic": 5000, "n_sentences": 0,
+    "n_multistep": 40000, "layers": 4, "hidden": 128, "intermediate": 384, "heads": 2, "kv_heads": 1,
+    "vocab_size": 512, "steps": 1600, "task": "multistep", "eval_samples": 16,
+}
 
 
 def main(argv=None):
@@ -422,8 +491,9 @@ def main(argv=None):
     jax.config.update("jax_default_matmul_precision", "highest")
     if not args.eval_only:
         t_start = time.time()
-        docs = build_corpus(args.n_arithmetic, args.n_sentences, seed=args.seed)
-        log(f"corpus: {len(docs)} documents ({args.n_arithmetic} arithmetic, {args.n_sentences} sentences), "
+        docs = build_corpus(args.n_arithmetic, args.n_sentences, seed=args.seed, n_multistep=args.n_multistep)
+        log(f"corpus: {len(docs)} documents ({args.n_arithmetic} arithmetic, {args.n_sentences} sentences, "
+            f"{args.n_multistep} multistep), "
             f"{sum(map(len, docs)):,} characters")
         hf_tok = train_tokenizer(docs, args.vocab_size, args.max_positions)
         vocab = len(hf_tok)
@@ -431,25 +501,32 @@ def main(argv=None):
         tokens, mask = pack(doc_ids, args.seq_len + 1, eot=0)
         n_tok = sum(map(len, doc_ids)) + len(doc_ids)
         arith_len = [len(i) for i, d in zip(doc_ids, docs) if d.startswith("Q:")]
-        sent_len = [len(i) for i, d in zip(doc_ids, docs) if d.startswith("S:")]
+        sent_len = [len(i) for i, d in zip(doc_ids, docs) if d.startswith("S:")] or [0]
         log(f"tokenizer: {vocab} tokens; corpus {n_tok:,} tokens (arithmetic docs {np.mean(arith_len):.1f} "
             f"tokens on average, max {max(arith_len)}; sentences {np.mean(sent_len):.1f}); "
             f"{len(tokens)} rows of {args.seq_len + 1}, fill {mask.mean():.3f}")
         seen = args.steps * args.batch_size / len(tokens)
         log(f"training {args.steps} steps x {args.batch_size} rows = {seen:.2f} epochs")
 
-        config = make_config(args, vocab)
-        decoder, stats = train(args, config, tokens, mask, answer_probe(hf_tok, 200))
-
         from genppl.models.architectures import save_checkpoint
 
-        out.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(decoder, config, out)
-        hf_tok.save_pretrained(str(out))
-        (out / "generation_config.json").write_text(json.dumps({
-            "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, "do_sample": True,
-            "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 64,
-        }, indent=2) + "\n")
+        def save(decoder, where):
+            where.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(decoder, config, where)
+            hf_tok.save_pretrained(str(where))
+            (where / "generation_config.json").write_text(json.dumps({
+                "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, "do_sample": True,
+                "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+                "max_new_tokens": 96 if args.task == "multistep" else 64,
+            }, indent=2) + "\n")
+
+        def save_step(decoder, it):
+            save(decoder, out.parent / f"{out.name}-step{it}")
+            log(f"saved {out.parent / f'{out.name}-step{it}'}")
+
+        config = make_config(args, vocab)
+        decoder, stats = train(args, config, tokens, mask, answer_probe(hf_tok, 200, args.task), save_step)
+        save(decoder, out)
         stats.update({
             "command": "python scripts/train_default_model.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "args": vars(args), "documents": len(docs), "corpus_tokens": n_tok, "rows": int(len(tokens)),
@@ -463,7 +540,10 @@ def main(argv=None):
             f"final loss {stats['final_loss']:.4f}; training {stats['train_time_s']:.0f}s")
     if args.skip_eval:
         return
-    metrics, examples = evaluate(out, args.eval_n, args.eval_samples, args.eval_sentences, args.seed)
+    if args.task == "multistep":
+        metrics, examples = evaluate_multistep(out, args.eval_n, args.eval_samples, args.seed, args.eval_split)
+    else:
+        metrics, examples = evaluate(out, args.eval_n, args.eval_samples, args.eval_sentences, args.seed)
     for e in examples:
         log("example: " + e.replace("\n", "\\n"))
     log("metrics: " + json.dumps(metrics, indent=2))

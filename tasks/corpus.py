@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 
-from . import arithmetic, sentences
+from . import arithmetic, multistep, sentences
 
 __all__ = ["build_corpus", "HELD_OUT"]
 
@@ -31,13 +31,16 @@ __all__ = ["build_corpus", "HELD_OUT"]
 HELD_OUT = 2000
 
 
-def build_corpus(n_arithmetic: int, n_sentences: int, seed: int = 0) -> list[str]:
-    """``n_arithmetic`` problem documents and ``n_sentences`` sentence documents, shuffled.
+def build_corpus(n_arithmetic: int, n_sentences: int, seed: int = 0, n_multistep: int = 0) -> list[str]:
+    """``n_arithmetic`` problem documents, ``n_sentences`` sentence documents and
+    ``n_multistep`` harder problem documents (:mod:`tasks.multistep`, its ``"train"``
+    stream, which excludes its dev and eval questions), shuffled.
 
     Deterministic given ``seed`` (standard-library :class:`random.Random` streams derived
-    from it), whatever the platform.
+    from it), whatever the platform; ``n_multistep=0`` gives the corpus of the bundled model.
     """
-    for name, value in (("n_arithmetic", n_arithmetic), ("n_sentences", n_sentences)):
+    for name, value in (("n_arithmetic", n_arithmetic), ("n_sentences", n_sentences),
+                        ("n_multistep", n_multistep)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     held_out = {p.question for p in arithmetic.eval_problems(HELD_OUT)}
@@ -49,5 +52,7 @@ def build_corpus(n_arithmetic: int, n_sentences: int, seed: int = 0) -> list[str
             docs.append(arithmetic.document(problem))
     rng = random.Random(f"{seed}/sentences")
     docs += [sentences.document(sentences.generate_sentence(rng)) for _ in range(n_sentences)]
+    if n_multistep:
+        docs += [multistep.document(p) for p in multistep.problems("train", n_multistep, seed=seed)]
     random.Random(f"{seed}/shuffle").shuffle(docs)
     return docs

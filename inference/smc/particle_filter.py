@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from genppl.models.batch import is_prompt_batch
 from genppl.models.interface import InputError
+from genppl.models.prm import ProcessRewardModel
 from genppl.ppl.potential import Potential
+from genppl.ppl.prm import PRMFinalReward, PRMReward
 from genppl.ppl.program import Program
 from genppl.ppl.proposals import prior
 from genppl.ppl.scorers import FinalReward, StepReward
@@ -55,14 +57,23 @@ def reward_particle_filter(lm, prompt_ids, reward, n: int, key=0, *, max_new_tok
     ...         out.append((ok + 1) / (len(eqs) + 2))
     ...     return out
     >>> # inference.smc.reward_particle_filter(lm, prompt, reward, 16, max_new_tokens=64, step_delimiter=". ")
+
+    ``reward`` may also be a trained :class:`models.ProcessRewardModel` (``models.load_prm()``):
+    it then scores the prompt and the partial solution on the device (:class:`ppl.PRMReward`,
+    or :class:`ppl.PRMFinalReward` with ``final=True``), with no host round trip.
     """
-    if not callable(reward):
-        raise InputError(f"reward must be a function texts -> rewards in [0, 1], got {type(reward).__name__}")
+    is_prm = isinstance(reward, ProcessRewardModel)
+    if not (callable(reward) or is_prm):
+        raise InputError(f"reward must be a function texts -> rewards in [0, 1] or a models.ProcessRewardModel, "
+                         f"got {type(reward).__name__}")
     if lm.tokenizer is None:
         raise InputError("reward_particle_filter decodes texts for the reward model: the LM needs a tokenizer")
     if not isinstance(final, bool):
         raise InputError(f"final must be True (target p(x) r(x)^beta) or False (p(x) prod_k r_k^beta), got {final!r}")
-    factor = (FinalReward if final else StepReward)(reward, lm.tokenizer, beta=beta, batched=batched)
+    if is_prm:
+        factor = (PRMFinalReward if final else PRMReward)(reward, lm.tokenizer, beta=beta)
+    else:
+        factor = (FinalReward if final else StepReward)(reward, lm.tokenizer, beta=beta, batched=batched)
     if potential is not None:
         factor = factor * potential
     batch = is_prompt_batch(prompt_ids)

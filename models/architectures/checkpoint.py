@@ -258,12 +258,16 @@ def _mismatch_message(path, config, missing, unexpected, wrong) -> str:
     return "\n".join(lines)
 
 
-def load_checkpoint(path, dtype=jnp.float32) -> tuple[Decoder, ArchConfig]:
+def load_checkpoint(path, dtype=jnp.float32, extra: dict | None = None) -> tuple[Decoder, ArchConfig]:
     """Load a local HF checkpoint directory; returns ``(decoder, config)`` with params in ``dtype``.
 
     Every fault in the directory (missing or corrupt config.json, unreadable or truncated
     safetensors, tensors that do not match the config) is one
     :class:`CheckpointError` naming the file and what to do.
+
+    extra: ``{hf tensor name: expected shape}`` of tensors beyond the decoder (a head such as
+    ``LlamaForTokenClassification``'s ``score.weight``); each must be present with that shape,
+    and is returned, in ``dtype``, as a third item ``{name: array}``.
     """
     path = Path(path).expanduser()
     raw = _read_config(path)
@@ -290,6 +294,8 @@ def load_checkpoint(path, dtype=jnp.float32) -> tuple[Decoder, ArchConfig]:
     found = _shapes_in_files({source[k]: f for k, f in files.items()})
     found = {k: found[source[k]] for k in files if source[k] in found}
 
+    if extra:
+        expected = dict(expected, **{name: tuple(shape) for name, shape in extra.items()})
     missing = [n for n in expected if n not in found]
     unexpected = [n for n in found if n not in expected and not _ignorable(n, config)]
     wrong = [(n, expected[n], found[n]) for n in expected if n in found and tuple(found[n]) != tuple(expected[n])]
@@ -310,7 +316,18 @@ def load_checkpoint(path, dtype=jnp.float32) -> tuple[Decoder, ArchConfig]:
             shapes = [flat[p].get_value().shape for p in entry.paths]
             for p, value in zip(entry.paths, entry.from_hf(tensor, shapes)):
                 flat[p].set_value(value)
+        heads = {}
+        for name in extra or ():
+            f = files[name]
+            if f not in handles:
+                handles[f] = stack.enter_context(open_safetensors(f))
+            try:
+                heads[name] = jnp.asarray(handles[f].get_tensor(source[name])).astype(dtype)
+            except Exception as e:  # noqa: BLE001
+                raise CheckpointError(_corrupt_weights(f, e)) from None
     params = nnx.from_flat_state(list(flat.items()))
+    if extra:
+        return nnx.merge(graphdef, params), config, heads
     return nnx.merge(graphdef, params), config
 
 
@@ -353,11 +370,15 @@ def _hf_dict_from_fields(c: ArchConfig) -> dict:
     return out
 
 
-def save_checkpoint(decoder: Decoder, config: ArchConfig, path) -> Path:
+def save_checkpoint(decoder: Decoder, config: ArchConfig, path, extra: dict | None = None,
+                    architecture: str | None = None, config_fields: dict | None = None) -> Path:
     """Write ``config.json`` (through the transformers config class) and ``model.safetensors`` in HF names.
 
     The saved directory loads with ``load_checkpoint`` and with transformers'
     ``AutoModelForCausalLM.from_pretrained``. Params are written in their own dtype.
+    extra: further tensors ``{hf name: array}`` (a classification head); architecture: the
+    class named in ``"architectures"`` (default the causal LM); config_fields: further
+    config.json fields (e.g. ``num_labels``).
     """
     import safetensors.flax
     from transformers import CONFIG_MAPPING
@@ -377,12 +398,15 @@ def save_checkpoint(decoder: Decoder, config: ArchConfig, path) -> Path:
             raise CheckpointError(f"the decoder has no parameter {e} that config {config.model_type} needs: "
                                   "save a decoder built from this same config") from e
         tensors[entry.hf_name] = jnp.asarray(entry.to_hf(parts))
+    for name, value in (extra or {}).items():
+        tensors[name] = jnp.asarray(value)
     tensors = {k: jax.device_get(v) for k, v in tensors.items()}
     tensors = {k: jnp.asarray(v) for k, v in tensors.items()}
 
     raw = config.to_hf_dict() or _hf_dict_from_fields(config)
     raw["model_type"] = config.model_type
-    raw["architectures"] = [HF_CAUSAL_LM_CLASS[config.model_type]]
+    raw["architectures"] = [architecture or HF_CAUSAL_LM_CLASS[config.model_type]]
+    raw.update(config_fields or {})
     raw["tie_word_embeddings"] = config.tie_word_embeddings
     raw["dtype"] = jnp.dtype(next(iter(dtypes))).name if len(dtypes) == 1 else "float32"
     raw.pop("torch_dtype", None)

@@ -1,0 +1,192 @@
+"""A process reward model: a value head on a small decoder, read at the end of each step.
+
+r(x_<=k) = sigmoid(w . h_t + b), the probability that the partial solution x_<=k (the prompt
+with the question, then the first k steps, ending at token t) still leads to a right answer;
+h_t is the decoder's final hidden state at t (after the final norm). Because attention is
+causal, the score at t depends only on tokens 0..t: padding after t, and the other rows of a
+batch, never change it.
+
+Stored as a Hugging Face ``LlamaForTokenClassification`` checkpoint with ``num_labels = 1``
+(``model.*`` decoder tensors, ``score.weight`` [1, hidden], ``score.bias`` [1]), so that
+``transformers.AutoModelForTokenClassification.from_pretrained`` reads the same files; the
+token logits at every position are then the ones :meth:`ProcessRewardModel.token_logits`
+gives. The tokenizer is the policy's, so the PRM reads the policy's token buffer directly.
+
+:func:`ppl.PRMReward` and :func:`ppl.PRMFinalReward` turn it into a potential evaluated on
+the device inside the compiled sweep.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .interface import InputError
+
+__all__ = ["ProcessRewardModel", "HEAD_CLASS"]
+
+#: The transformers class a PRM checkpoint names in ``config.json``.
+HEAD_CLASS = "LlamaForTokenClassification"
+
+
+@jax.tree_util.register_pytree_node_class
+class ProcessRewardModel:
+    """A decoder trunk plus a scalar head; its weights are the pytree's leaves.
+
+    token_logits(tokens [n, T]) -> [n, T]: the reward logit after each token (positions 0..T-1).
+    logits(tokens, length) -> [n]: the logit after the last of the first ``length`` tokens.
+    rewards(tokens, length) -> [n]: sigmoid of :meth:`logits`, in (0, 1).
+
+    ``tokenizer`` (a :class:`models.Tokenizer`, optional) is the one it reads; ``eos_id``
+    ends a sequence (a trailing EOS is skipped when a potential reads the last step).
+    """
+
+    def __init__(self, graphdef, params, head, config, tokenizer=None):
+        self.graphdef, self.params, self.head = graphdef, params, head
+        self.config, self.tokenizer = config, tokenizer
+        self.vocab_size = config.vocab_size
+        self.max_length = config.max_position_embeddings
+
+    # ---- pytree ---------------------------------------------------------------------------
+    def tree_flatten(self):
+        return (self.params, self.head), (self.graphdef, self.config, self.tokenizer)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        graphdef, config, tokenizer = aux
+        return cls(graphdef, children[0], children[1], config, tokenizer)
+
+    # ---- building, loading, saving ----------------------------------------------------------
+    @classmethod
+    def from_decoder(cls, decoder, config, tokenizer=None, key=0) -> "ProcessRewardModel":
+        """A PRM whose trunk is ``decoder`` (e.g. a copy of the policy's) and a fresh head
+        (normal(0, 0.02) weights, bias 0)."""
+        graphdef, params = nnx.split(decoder)
+        w = jax.random.normal(jax.random.key(key), (config.hidden_size,), jnp.float32) * 0.02
+        return cls(graphdef, params, {"w": w, "b": jnp.zeros((), jnp.float32)}, config, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path) -> "ProcessRewardModel":
+        """Load a ``LlamaForTokenClassification`` checkpoint with one label (see the module
+        docstring); the tokenizer files in the directory are read when present. A directory
+        that is not such a checkpoint raises :class:`CheckpointError` saying so."""
+        from .architectures import ArchConfig, CheckpointError, load_checkpoint
+        from .architectures.checkpoint import read_json
+        from .tokenizer import Tokenizer
+
+        path = Path(path).expanduser()
+        if not (path / "config.json").exists():
+            raise CheckpointError(f"{path} has no config.json: point at a process reward model directory "
+                                  "(a LlamaForTokenClassification checkpoint with num_labels = 1)")
+        raw = read_json(path / "config.json", "re-save the PRM with ProcessRewardModel.save(path)")
+        archs = raw.get("architectures") or []
+        labels = raw.get("num_labels", len(raw.get("id2label") or {}) or None)
+        if archs != [HEAD_CLASS] or labels != 1:
+            raise CheckpointError(f"{path} is not a process reward model: config.json must name architectures "
+                                  f"[{HEAD_CLASS!r}] with num_labels 1 (it names {archs}, num_labels {labels})")
+        probe = ArchConfig.from_hf(raw)
+        hidden = probe.hidden_size
+        decoder, config, heads = load_checkpoint(path, jnp.float32,
+                                                 extra={"score.weight": (1, hidden), "score.bias": (1,)})
+        tokenizer = Tokenizer.from_pretrained(path, vocab_size=config.vocab_size) \
+            if (path / "tokenizer.json").exists() else None
+        graphdef, params = nnx.split(decoder)
+        head = {"w": heads["score.weight"][0], "b": heads["score.bias"][0]}
+        return cls(graphdef, params, head, config, tokenizer)
+
+    def save(self, path) -> Path:
+        """Write the checkpoint (and the tokenizer, when it has one) to ``path``."""
+        from .architectures import save_checkpoint
+
+        path = Path(path).expanduser()
+        decoder = nnx.merge(self.graphdef, self.params)
+        save_checkpoint(decoder, self.config, path,
+                        extra={"score.weight": jnp.reshape(self.head["w"], (1, -1)),
+                               "score.bias": jnp.reshape(self.head["b"], (1,))},
+                        architecture=HEAD_CLASS,
+                        config_fields={"num_labels": 1, "id2label": {"0": "LABEL_0"},
+                                       "label2id": {"LABEL_0": 0}, "classifier_dropout": 0.0})
+        if self.tokenizer is not None and getattr(self.tokenizer, "hf", None) is not None:
+            self.tokenizer.hf.save_pretrained(str(path))
+        return path
+
+    # ---- scoring --------------------------------------------------------------------------
+    def _check_tokens(self, tokens):
+        if not isinstance(tokens, jax.core.Tracer):
+            tokens = np.asarray(tokens)
+            if tokens.dtype.kind not in "iu":
+                raise InputError(f"the PRM reads token ids (integers), got dtype {tokens.dtype}")
+            if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+                raise InputError(f"token ids must lie in [0, {self.vocab_size}) (the PRM's vocabulary); got ids in "
+                                 f"[{tokens.min()}, {tokens.max()}]: use the tokenizer the PRM was trained with")
+        if jnp.ndim(tokens) != 2:
+            raise InputError(f"tokens must be [n, T] (one row per sequence), got shape {jnp.shape(tokens)}")
+        if jnp.shape(tokens)[1] > self.max_length:
+            raise InputError(f"sequences of {jnp.shape(tokens)[1]} tokens exceed the PRM's {self.max_length} "
+                             "positions: shorten the prompt or max_new_tokens")
+        return jnp.asarray(tokens, jnp.int32)
+
+    def token_logits(self, tokens) -> jax.Array:
+        """[n, T] reward logits after each token of ``tokens`` [n, T] (int ids)."""
+        tokens = self._check_tokens(tokens)
+        if isinstance(tokens, jax.core.Tracer):
+            return self.forward(tokens)
+        return _forward(self, tokens)  # called eagerly: one compiled forward pass per shape
+
+    def forward(self, tokens) -> jax.Array:
+        """:meth:`token_logits` without validation (traceable)."""
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+        _, _, hidden = nnx.merge(self.graphdef, self.params)(tokens, positions, None, return_hidden=True)
+        return jnp.einsum("btd,d->bt", hidden.astype(jnp.float32), self.head["w"]) + self.head["b"]
+
+    def logits(self, tokens, length) -> jax.Array:
+        """[n] reward logit of each row's first ``length[i]`` tokens (read after token
+        ``length[i] - 1``; entries past it are ignored)."""
+        tokens = self._check_tokens(tokens)
+        length = self._check_length(length, tokens)
+        # only positions < max(length) matter; the forward pass runs on the whole buffer (static shape)
+        rows = self.token_logits(tokens)
+        return jnp.take_along_axis(rows, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
+
+    def rewards(self, tokens, length) -> jax.Array:
+        """[n] rewards in (0, 1): ``sigmoid(logits(tokens, length))``."""
+        return jax.nn.sigmoid(self.logits(tokens, length))
+
+    def _check_length(self, length, tokens):
+        n, t = tokens.shape
+        if not isinstance(length, jax.core.Tracer):
+            arr = np.asarray(length)
+            if arr.shape != (n,) or arr.dtype.kind not in "iu":
+                raise InputError(f"length must be {n} integers (one per row), got {arr!r}")
+            if arr.size and (arr.min() < 1 or arr.max() > t):
+                raise InputError(f"each length must lie in [1, {t}] (at least one token, at most the row), got {arr}")
+        return jnp.asarray(length, jnp.int32)
+
+    def score_texts(self, prefix_ids, texts, tokenizer=None) -> np.ndarray:
+        """Host helper: rewards of ``prefix_ids + encode(text)`` for each text (e.g. the BOS +
+        question prompt and each partial solution), in one padded batch."""
+        tokenizer = tokenizer or self.tokenizer
+        if tokenizer is None:
+            raise InputError("score_texts needs a tokenizer: pass the policy's (lm.tokenizer)")
+        if isinstance(texts, str):
+            raise InputError("texts must be a list of strings (one per candidate), got one string")
+        rows = [list(prefix_ids) + list(tokenizer.encode(t)) for t in texts]
+        if not rows:
+            return np.zeros((0,), np.float32)
+        width = max(map(len, rows))
+        tokens = np.zeros((len(rows), width), np.int32)
+        for i, r in enumerate(rows):
+            tokens[i, :len(r)] = r
+        return np.asarray(self.rewards(tokens, np.array([len(r) for r in rows], np.int32)))
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"ProcessRewardModel({c.model_type}, layers={c.num_layers}, hidden={c.hidden_size}, vocab={c.vocab_size})"
+
+
+
+_forward = jax.jit(ProcessRewardModel.forward)

@@ -1,0 +1,274 @@
+"""Harder word problems: two people, carried state, distractors, two-digit numbers.
+
+A document looks like::
+
+    Q: Sam has 23 apples and Ann has 15 apples. Sam buys 12 more. Ann gives 7 to Sam.
+    Ann finds 9 more. Sam doubles his apples. Sam gives 18 to Ann. How many apples does Sam have now?
+    A: 23 + 12 = 35. 35 + 7 = 42. 42 * 2 = 84. 84 - 18 = 66. The answer is 66.
+
+(the question is one line). Two people hold the same kind of item; every sentence after the
+first changes one person's count (``buys``/``finds``/``wins`` add, ``loses``/``sells``/
+``gives away`` subtract, ``doubles``/``triples`` multiply) or moves items from one person to
+the other (``X gives n to Y``). The question asks about one of the two. The worked answer
+writes one equation ``a op b = c.`` for each sentence that changes the asked person's count,
+in order, and skips the others (the *distractors*: what the other person does on their own),
+then ``The answer is N.``. The answer line has the format of :mod:`tasks.arithmetic`, so its
+helpers (``extract_answer``, ``steps``, ``check_steps``, the step delimiter ``". "``) apply.
+
+Reading matters here: an equation can be arithmetically right and still wrong for the
+question (applying the other person's purchase, or adding a gift that went the other way),
+which an arithmetic step verifier cannot see.
+
+Difficulty knobs (arguments of :func:`generate_problem`): ``steps`` (how many equations the
+worked answer has), ``distractors`` (how many sentences to skip), ``max_operand`` (operands
+up to two digits), ``multiply`` (whether one doubling or tripling may occur). Every count stays
+in ``[0, MAX_VALUE]``.
+
+Splits: :func:`problems` gives the ``"train"``, ``"dev"`` and ``"eval"`` streams. The first
+:data:`HELD_OUT` questions of the eval stream, and of the dev stream, are excluded from every
+training stream, and the dev stream excludes the eval questions, so no question is in two
+splits. Tune on ``dev``; report on ``eval``.
+
+Randomness comes from :class:`random.Random` (the standard library): a seed gives the same
+problems on every platform.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from . import arithmetic
+
+__all__ = [
+    "Problem", "generate_problem", "problems", "prompt_text", "document", "extract_answer",
+    "is_correct", "check", "accuracy", "reference_steps", "steps_on_track", "held_out_questions",
+    "EVAL_SEED", "DEV_SEED", "HELD_OUT", "MAX_VALUE", "STEPS", "DISTRACTORS", "SPLITS",
+]
+
+#: Seeds of the held-out streams; training streams use other seeds and exclude both sets.
+EVAL_SEED = 2_000_003
+DEV_SEED = 2_000_033
+#: How many questions (from the start of the eval and the dev stream) are kept out of training.
+HELD_OUT = 2000
+#: Every count lies in [0, MAX_VALUE].
+MAX_VALUE = 99
+#: Default range (inclusive) of the number of equations in the worked answer.
+STEPS = (3, 6)
+#: Default range (inclusive) of the number of distractor sentences.
+DISTRACTORS = (1, 2)
+SPLITS = ("train", "dev", "eval")
+
+_NAMES = ["Sam", "Tom", "Ben", "Max", "Leo", "Jack", "Noah", "Omar", "Ravi", "Luis",
+          "Ann", "Mia", "Lily", "Emma", "Zoe", "Rosa", "Nina", "Ella", "Maya", "Kate"]
+_HIS = {n: ("his" if i < 10 else "her") for i, n in enumerate(_NAMES)}
+_ITEMS = ["apples", "marbles", "stickers", "books", "coins", "cookies", "pencils", "cards",
+          "shells", "stamps", "balloons", "crayons", "eggs", "oranges", "toys", "flowers"]
+_ADD = ["{X} buys {n} more.", "{X} finds {n} more.", "{X} wins {n} more.", "{X} gets {n} more {i}."]
+_SUB = ["{X} loses {n}.", "{X} sells {n} of them.", "{X} gives away {n}.", "{X} drops {n} {i}."]
+_MUL = {2: "{X} doubles {q} {i}.", 3: "{X} triples {q} {i}."}
+_GIVE = "{X} gives {n} to {Y}."
+_MUL_LIMIT = {2: 45, 3: 30}
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One problem: the question line, the integer answer, the worked solution (the answer
+    line after ``"A:"``, with its leading space), and its difficulty (``steps`` equations,
+    ``distractors`` skipped sentences)."""
+
+    question: str
+    answer: int
+    solution: str
+    steps: int
+    distractors: int
+
+    @property
+    def text(self) -> str:
+        """The whole training document (without BOS/EOS)."""
+        return document(self)
+
+
+def _check_range(name, value, lo, hi):
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (not isinstance(value, tuple) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or not lo <= value[0] <= value[1] <= hi):
+        raise ValueError(f"{name} must be an integer or an inclusive range (lo, hi) within "
+                         f"[{lo}, {hi}], got {value!r}")
+    return value
+
+
+def generate_problem(rng: random.Random | int, steps=STEPS, distractors=DISTRACTORS,
+                     max_operand: int = 30, multiply: bool = True) -> Problem:
+    """Draw one problem. ``rng`` is a :class:`random.Random` (or a seed).
+
+    steps: number of equations of the worked answer (an int or an inclusive range; 1..10).
+    distractors: number of sentences about the other person alone (int or range; 0..6).
+    max_operand: largest added, subtracted or given amount (2..MAX_VALUE).
+    multiply: allow one doubling or tripling of the asked person's count.
+    """
+    if not isinstance(rng, random.Random):
+        rng = random.Random(rng)
+    steps = _check_range("steps", steps, 1, 10)
+    distractors = _check_range("distractors", distractors, 0, 6)
+    if isinstance(max_operand, bool) or not isinstance(max_operand, int) or not 2 <= max_operand <= MAX_VALUE:
+        raise ValueError(f"max_operand must be an integer in [2, {MAX_VALUE}], got {max_operand!r}")
+    k = rng.randint(*steps)
+    d = rng.randint(*distractors)
+    asked, other = rng.sample(_NAMES, 2)
+    items = rng.choice(_ITEMS)
+    values = {asked: rng.randint(5, 40), other: rng.randint(5, 40)}
+    first = [asked, other] if rng.random() < 0.5 else [other, asked]
+    sentences = [f"{first[0]} has {values[first[0]]} {items} and {first[1]} has {values[first[1]]} {items}."]
+    equations = []
+    # which of the k + d sentences are distractors
+    kinds = ["step"] * k + ["distractor"] * d
+    rng.shuffle(kinds)
+    used_mul = False
+    for kind in kinds:
+        if kind == "distractor":
+            # the other person acts alone: buys, loses, ... (never a transfer, never asked)
+            v = values[other]
+            ops = (["+"] if v <= MAX_VALUE - 2 else []) + (["-"] if v >= 2 else [])
+            op = rng.choice(ops)
+            if op == "+":
+                n = rng.randint(2, min(max_operand, MAX_VALUE - v))
+                template = rng.choice(_ADD)
+            else:
+                n = rng.randint(1, min(max_operand, v))
+                template = rng.choice(_SUB)
+            values[other] = v + n if op == "+" else v - n
+            sentences.append(template.format(X=other, n=n, i=items))
+            continue
+        v, w = values[asked], values[other]
+        choices, weights = [], []
+        if v <= MAX_VALUE - 2:
+            choices += ["+", "from"]; weights += [3, 2 if w >= 1 else 0]
+        if v >= 2:
+            choices += ["-", "to"]; weights += [3, 2 if w <= MAX_VALUE - 1 else 0]
+        if multiply and not used_mul and 2 <= v <= _MUL_LIMIT[2]:
+            choices.append("*"); weights.append(1)
+        if not any(weights):
+            choices, weights = ["-"], [1]
+        op = rng.choices(choices, weights=weights)[0]
+        if op == "+":
+            n = rng.randint(2, min(max_operand, MAX_VALUE - v))
+            text, eq = rng.choice(_ADD).format(X=asked, n=n, i=items), ("+", n)
+        elif op == "from":  # the other person gives to the asked one
+            n = rng.randint(1, min(max_operand, w, MAX_VALUE - v))
+            text, eq = _GIVE.format(X=other, n=n, Y=asked), ("+", n)
+            values[other] = w - n
+        elif op == "-":
+            n = rng.randint(1, min(max_operand, v))
+            text, eq = rng.choice(_SUB).format(X=asked, n=n, i=items), ("-", n)
+        elif op == "to":  # the asked person gives to the other
+            n = rng.randint(1, min(max_operand, v, MAX_VALUE - w))
+            text, eq = _GIVE.format(X=asked, n=n, Y=other), ("-", n)
+            values[other] = w + n
+        else:
+            n = 3 if v <= _MUL_LIMIT[3] and rng.random() < 0.4 else 2
+            text, eq = _MUL[n].format(X=asked, q=_HIS[asked], i=items), ("*", n)
+            used_mul = True
+        sign, n = eq
+        result = {"+": v + n, "-": v - n, "*": v * n}[sign]
+        equations.append(f"{v} {sign} {n} = {result}.")
+        values[asked] = result
+        sentences.append(text)
+    sentences.append(f"How many {items} does {asked} have now?")
+    question = " ".join(sentences)
+    solution = " " + " ".join(equations) + f" The answer is {values[asked]}."
+    return Problem(question=question, answer=values[asked], solution=solution, steps=k, distractors=d)
+
+
+def _stream(seed, exclude: set, n: int, **knobs) -> list[Problem]:
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        p = generate_problem(rng, **knobs)
+        if p.question not in exclude:
+            out.append(p)
+    return out
+
+
+def held_out_questions(split: str = "both") -> set[str]:
+    """The questions no training stream may contain: the first :data:`HELD_OUT` of the
+    ``"eval"`` stream, of the ``"dev"`` stream, or of ``"both"``."""
+    if split not in ("eval", "dev", "both"):
+        raise ValueError(f"split must be 'eval', 'dev' or 'both', got {split!r}")
+    eval_questions = {p.question for p in _stream(EVAL_SEED, set(), HELD_OUT)}
+    if split == "eval":
+        return eval_questions
+    dev_questions = {p.question for p in _stream(DEV_SEED, eval_questions, HELD_OUT)}
+    return dev_questions if split == "dev" else eval_questions | dev_questions
+
+
+def problems(split: str, n: int, seed: int = 0, **knobs) -> list[Problem]:
+    """``n`` problems of a split: ``"eval"`` (report here), ``"dev"`` (tune here) or
+    ``"train"`` (``seed`` picks the stream; any number).
+
+    eval and dev give the first ``n`` (at most :data:`HELD_OUT`) of their fixed streams, with
+    the default difficulty; knobs (see :func:`generate_problem`) apply to ``"train"`` only.
+    No question appears in two splits.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if split != "train":
+        if n > HELD_OUT:
+            raise ValueError(f"the {split} split holds {HELD_OUT} problems; asked for {n}")
+        if knobs:
+            raise ValueError(f"the {split} split has fixed difficulty; knobs {sorted(knobs)} apply to 'train'")
+        if split == "eval":
+            return _stream(EVAL_SEED, set(), n)
+        return _stream(DEV_SEED, held_out_questions("eval"), n)
+    return _stream(f"{seed}/multistep-train", held_out_questions("both"), n, **knobs)
+
+
+def prompt_text(problem: Problem) -> str:
+    """The prompt: ``"Q: <question>\\nA:"`` (prepend BOS when encoding it for the model)."""
+    return f"Q: {problem.question}\nA:"
+
+
+def document(problem: Problem) -> str:
+    """The full document: the prompt followed by the worked solution."""
+    return prompt_text(problem) + problem.solution
+
+
+#: The final answer of a completion (the number in ``"The answer is N"``), or None.
+extract_answer = arithmetic.extract_answer
+
+
+def is_correct(completion: str, problem: Problem) -> bool:
+    """Whether the completion's final answer equals the problem's answer."""
+    return extract_answer(completion) == problem.answer
+
+
+def check(completion: str, problem: Problem) -> bool:
+    """Whether the completion is right: its final answer is the problem's answer (the steps
+    are not required to be the reference ones)."""
+    return is_correct(completion, problem)
+
+
+def accuracy(completions, problems_) -> float:
+    """Fraction of completions whose final answer is right (``completions[i]`` answers
+    ``problems_[i]``)."""
+    return arithmetic.accuracy(completions, problems_)
+
+
+def reference_steps(problem: Problem) -> list[tuple[int, str, int, int]]:
+    """The reference equations ``(a, op, b, c)`` of the worked solution, in order."""
+    return arithmetic.steps(problem.solution)
+
+
+def steps_on_track(completion: str, problem: Problem) -> list[bool]:
+    """For each equation the completion writes, whether it and every one before it equal the
+    reference solution's (a gold step label: False from the first departure on)."""
+    ref = reference_steps(problem)
+    out, ok = [], True
+    for i, s in enumerate(arithmetic.steps(completion)):
+        ok = ok and i < len(ref) and s == ref[i]
+        out.append(ok)
+    return out

@@ -1,0 +1,130 @@
+"""models.prm: the process reward model's interface (shapes, batching and padding invariance,
+checkpoint round trip read by transformers too, bad input)."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genppl import models
+from genppl.models.architectures import ArchConfig, CheckpointError, build_decoder
+
+
+def tiny_prm(lm, seed=0, layers=1):
+    """A random PRM over ``lm``'s tokenizer (head weights large enough to spread the scores)."""
+    from flax import nnx
+    from transformers import LlamaConfig
+
+    config = ArchConfig.from_hf(LlamaConfig(
+        vocab_size=lm.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=True,
+        eos_token_id=lm.eos_id, bos_token_id=lm.eos_id, pad_token_id=lm.eos_id))
+    prm = models.ProcessRewardModel.from_decoder(build_decoder(config, nnx.Rngs(seed)), config, lm.tokenizer, key=seed)
+    prm.head = {"w": prm.head["w"] * 100.0, "b": jnp.float32(0.3)}
+    return prm
+
+
+@pytest.fixture(scope="module")
+def prm(llama_lm):
+    return tiny_prm(llama_lm)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    rng = np.random.default_rng(0)
+    return [list(rng.integers(1, 300, size=n)) for n in (5, 9, 3, 12)]  # row 3 fills width 12
+
+
+def padded(rows, width, pad=0):
+    out = np.full((len(rows), width), pad, np.int32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def test_shapes_and_range(prm, rows):
+    tokens = padded(rows, 12)
+    length = np.array([len(r) for r in rows], np.int32)
+    assert prm.token_logits(tokens).shape == (4, 12)
+    r = np.asarray(prm.rewards(tokens, length))
+    assert r.shape == (4,) and np.all((r > 0) & (r < 1))
+    assert np.std(r) > 1e-3  # the scores differ between rows: the test below can see a mix-up
+    # logits(tokens, length) reads token_logits after the last token
+    np.testing.assert_allclose(prm.logits(tokens, length),
+                               np.asarray(prm.token_logits(tokens))[np.arange(4), length - 1], rtol=1e-6)
+
+
+def test_invariant_to_batching_and_padding(prm, rows):
+    """Each row's score is the same alone, in any batch order, and with any pad length or pad id."""
+    length = np.array([len(r) for r in rows], np.int32)
+    ref = np.asarray(prm.logits(padded(rows, 12), length))
+    for width, pad in ((12, 7), (20, 0)):
+        np.testing.assert_allclose(prm.logits(padded(rows, width, pad), length), ref, atol=1e-5)
+    for i in (0, 3):  # alone, unpadded
+        r = rows[i]
+        alone = prm.logits(padded([r], len(r)), np.array([len(r)], np.int32))
+        np.testing.assert_allclose(alone, ref[i:i + 1], atol=1e-5)
+    order = [2, 0, 3, 1]
+    np.testing.assert_allclose(prm.logits(padded([rows[i] for i in order], 20), length[order]), ref[order], atol=1e-5)
+    # and under jit, as a potential evaluates it
+    jitted = jax.jit(lambda p, t, n: p.logits(t, n))
+    np.testing.assert_allclose(jitted(prm, padded(rows, 12), length), ref, atol=1e-5)
+
+
+def test_host_helper_scores_texts(prm, llama_lm):
+    prefix = [llama_lm.eos_id] + llama_lm.tokenizer.encode("Q: 12 + 7")
+    texts = [" = 19.", " = 18.", ""]
+    r = prm.score_texts(prefix, texts)
+    ids = [prefix + llama_lm.tokenizer.encode(t) for t in texts]
+    np.testing.assert_allclose(r, prm.rewards(padded(ids, 30), np.array([len(i) for i in ids])), atol=1e-6)
+
+
+def test_checkpoint_round_trip_and_transformers_reads_it(prm, tmp_path):
+    import torch
+    import transformers
+
+    prm.save(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForTokenClassification"] and len(config["id2label"]) == 1
+    back = models.load_prm(tmp_path)
+    tokens = padded([[1, 5, 9, 20, 3], [4, 4, 2]], 5)
+    ours = np.asarray(prm.token_logits(tokens))
+    np.testing.assert_allclose(back.token_logits(tokens), ours, atol=1e-6)
+    assert back.tokenizer is not None and back.tokenizer.token_bytes == prm.tokenizer.token_bytes
+    torch_model = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path).eval()
+    assert type(torch_model).__name__ == "LlamaForTokenClassification"
+    with torch.no_grad():
+        theirs = torch_model(torch.tensor(tokens[:1], dtype=torch.long)).logits[0, :, 0].numpy()
+    np.testing.assert_allclose(theirs, ours[0], atol=1e-4)
+
+
+def test_bad_input(prm, tmp_path, llama_checkpoint):
+    tokens = padded([[1, 2, 3]], 3)
+    with pytest.raises(models.InputError, match="token ids must lie"):
+        prm.logits(padded([[1, prm.vocab_size]], 2), np.array([2]))
+    with pytest.raises(models.InputError, match=r"\[n, T\]"):
+        prm.logits(np.array([1, 2, 3]), np.array([3]))
+    with pytest.raises(models.InputError, match="integers"):
+        prm.logits(tokens.astype(np.float32), np.array([3]))
+    with pytest.raises(models.InputError, match="each length"):
+        prm.logits(tokens, np.array([0]))
+    with pytest.raises(models.InputError, match="each length"):
+        prm.logits(tokens, np.array([4]))
+    with pytest.raises(models.InputError, match="one per row"):
+        prm.logits(tokens, np.array([3, 3]))
+    with pytest.raises(models.InputError, match="exceed"):
+        prm.token_logits(np.ones((1, prm.max_length + 1), np.int32))
+    with pytest.raises(models.InputError, match="list of strings"):
+        prm.score_texts([1], "one text")
+    # a causal LM is not a PRM, and a PRM is not a causal LM
+    with pytest.raises(CheckpointError, match="not a process reward model"):
+        models.load_prm(llama_checkpoint[0])
+    prm.save(tmp_path / "prm")
+    with pytest.raises(CheckpointError, match="score"):
+        models.load(tmp_path / "prm")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        models.load_prm(tmp_path / "nothing")
+    with pytest.raises(models.InputError, match="no bundled model"):
+        models.bundled_path("nope")
