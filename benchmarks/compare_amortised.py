@@ -105,12 +105,12 @@ class Setup:
     def __init__(self, args, lm, task):
         self.args, self.lm, self.task = args, lm, task
         if args.target == "reward":
-            reward = testbed.load_reward(args.prm, lm)
-            self.potential = ppl.FinalReward(reward, lm.tokenizer, beta=args.beta, include_prompt=True)
+            self.reward = testbed.load_reward(args.prm, lm)
+            self.potential = self.reward.potential("final", args.beta)
             self.delimiter = step_delimiter(lm, task.step_delimiter)
             self.alpha, self.base = 1.0, ppl.proposals.prior()
         else:
-            self.potential, self.delimiter, self.alpha = None, None, args.alpha
+            self.reward, self.potential, self.delimiter, self.alpha = None, None, None, args.alpha
             self.base = ppl.proposals.locally_optimal()
 
     def program(self, problem):
@@ -157,9 +157,9 @@ def evaluate(setup, problems, proposals, args, log=print):
     return out
 
 
-def render(args, table, costs, seconds):
+def render(args, table, costs, seconds, setup):
     target = (f"p(x)^{args.alpha:g}" if args.target == "power" else
-              f"p(x) r(x)^{args.beta:g}, r = {testbed.reward_name(args.prm)}")
+              f"p(x) r(x)^{args.beta:g}, r = {setup.reward.name}")
     header = ["proposal", "accuracy (weighted vote) [95% CI]", "importance ESS / N [95% CI]", "mean log Z_hat",
               "training steps", "training s", "sequences sampled in training"]
     rows = []
@@ -213,7 +213,7 @@ def main(argv=None):
         params, costs[name] = train(setup, guide, make(guide), train_set, args)
         proposals[name] = ((lambda prog, g=guide, p=params: g.program(p, prog)), guide.proposal_fn)
     table = evaluate(setup, testbed.split(task, "eval", args.problems), proposals, args)
-    text = render(args, table, costs, clock.elapsed())
+    text = render(args, table, costs, clock.elapsed(), setup)
     print("\n" + text)
     if not args.no_write:
         print(f"figure: {plot(table, args.results)}")

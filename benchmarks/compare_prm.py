@@ -55,8 +55,8 @@ DEFAULTS = {"beta_pf": 1.0, "beta_twist": 1.0, "expansions": 4}
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     testbed.common_arguments(p, problems=128, dev=32, quick_problems=16)
-    p.add_argument("--prm", default="verifier", help="reward: 'verifier' (arithmetic step checks), 'bundled' "
-                   "(the trained PRM) or a PRM checkpoint directory")
+    p.add_argument("--prm", default="verifier", help="reward: 'verifier' (arithmetic step checks), 'prm' "
+                   "(the bundled trained PRM) or a PRM checkpoint directory")
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="N values (default 1 2 4 ... 64)")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="dev candidates for beta")
@@ -74,23 +74,15 @@ class Runner:
     def __init__(self, lm, task, reward, max_new_tokens):
         self.lm, self.task, self.reward, self.T = lm, task, reward, max_new_tokens
         self.delimiter = step_delimiter(lm, task.step_delimiter)
-        self._potentials = {}
-
-    def potential(self, kind, beta):
-        key = (kind, float(beta))
-        if key not in self._potentials:
-            cls = ppl.StepReward if kind == "step" else ppl.FinalReward
-            self._potentials[key] = cls(self.reward, self.lm.tokenizer, beta=beta, include_prompt=True)
-        return self._potentials[key]
 
     def program(self, ids, kind, beta):
-        return ppl.Program(self.lm, ids, self.T, potential=self.potential(kind, beta), step_delimiter=self.delimiter)
+        return ppl.Program(self.lm, ids, self.T, potential=self.reward.potential(kind, beta),
+                           step_delimiter=self.delimiter)
 
     def samples(self, problem, ids, n, key):
         """n plain samples: correctness, answers, tokens, and the reward of each finished text."""
         out = models.sample(self.lm, ids, n, self.T, key)
-        prompt = self.task.prompt(problem)
-        rewards = np.asarray(self.reward([prompt + t for t in out.texts]), np.float64)
+        rewards = self.reward.score(ids, self.task.prompt(problem), out.texts)
         answers = [self.task.answer_of(t) for t in out.texts]
         return {"answers": answers, "correct": np.array([a == problem.answer for a in answers], float),
                 "tokens": np.asarray(out.num_tokens, np.int64), "rewards": rewards}
@@ -245,7 +237,7 @@ def main(argv=None):
     outcomes, tokens = evaluate(runner, problems, args.budgets, params, args.seed)
     rows = summarise(outcomes, tokens, args.budgets)
     lm_desc = f"`{args.model}`" if args.model else "the bundled model"
-    text = render(args, rows, params, args.budgets, lm_desc, testbed.reward_name(args.prm), clock.elapsed(), outcomes)
+    text = render(args, rows, params, args.budgets, lm_desc, reward.name, clock.elapsed(), outcomes)
     print("\n" + text)
     if not args.no_write:
         print(f"figure: {plot(rows, args.budgets, args.results)}")

@@ -6,9 +6,8 @@
   splits when it has them, else a stream from another seed with every eval question removed). Hyper-parameters are chosen
   on dev only (:func:`choose_on_dev`); eval is never looked at while choosing.
 * **Rewards.** :func:`load_reward` resolves ``--prm``: ``verifier`` (the arithmetic step
-  checks, :func:`genppl.tasks.arithmetic.step_reward`, question-blind) or a trained process
-  reward model (see the function). A reward is ``fn(texts) -> r in [0, 1]`` over texts that
-  include the prompt (the question), so a question-aware model can read it.
+  checks, question-blind) or a trained process reward model (``models.load_prm``), as step
+  and final potentials and as a scorer of finished solutions; both read the question.
 * **Budgets.** Every method of a comparison gets the same number N of generated sequences
   (samples, particles, beams x expansions) per problem; the tables report the generated
   tokens each method actually spent, so the equality is checked, not assumed.
@@ -108,31 +107,62 @@ def _stream(task, seed, n, exclude):
 
 
 # ---- rewards ------------------------------------------------------------------------------
-def load_reward(spec: str, lm=None) -> Callable[[list], list]:
-    """The reward ``fn(texts) -> list of r in [0, 1]`` named by ``--prm``.
+class Reward:
+    """A reward r(question, partial solution) in [0, 1], as the comparisons use it.
 
-    ``verifier``: 0.1 ** (wrong equations written so far), the arithmetic step check
-    (question-blind: a misread question with right arithmetic scores 1). Anything else is a
-    trained process reward model: ``bundled`` or a checkpoint directory, loaded with
-    ``genppl.models.load_prm`` and called as ``prm.reward`` on texts that include the
-    question (raises ValueError when this tree has no trained PRM).
+    ``--prm verifier``: the arithmetic step check 0.1 ** (wrong equations written so far)
+    (:func:`genppl.tasks.arithmetic.step_reward`; question-blind: a misread question with
+    right arithmetic scores 1), run on the host through ``ppl.StepReward`` /
+    ``ppl.FinalReward`` on the decoded prompt plus generation. Anything else names a trained
+    process reward model (``prm`` or ``bundled``: the bundled one, ``models.load_prm()``; else
+    a checkpoint directory), evaluated inside the compiled sweep by ``ppl.PRMReward`` /
+    ``ppl.PRMFinalReward``. Potentials are built once per beta and reused, so every problem
+    of a prompt-length bucket shares one compiled sweep.
     """
-    if spec == "verifier":
-        from genppl.tasks import arithmetic
 
-        return arithmetic.step_reward
-    from genppl import models
+    def __init__(self, spec: str, lm):
+        from genppl import models
 
-    loader = getattr(models, "load_prm", None)
-    if loader is None:
-        raise ValueError(f"--prm {spec}: this tree has no trained process reward model (models.load_prm); "
-                         "use --prm verifier")
-    prm = loader(None if spec == "bundled" else spec)
-    return prm.reward
+        self.spec, self.lm = spec, lm
+        self._potentials: dict = {}
+        if spec == "verifier":
+            from genppl.tasks import arithmetic
+
+            self.fn, self.prm = arithmetic.step_reward, None
+        else:
+            self.fn, self.prm = None, models.load_prm(None if spec in ("prm", "bundled") else spec)
+
+    @property
+    def name(self) -> str:
+        return "the arithmetic step verifier (question-blind)" if self.prm is None else \
+            f"the trained PRM (`{'bundled' if self.spec in ('prm', 'bundled') else self.spec}`, {self.prm!r})"
+
+    def potential(self, kind: str, beta: float = 1.0):
+        """``kind="step"``: pi ∝ p prod_k r(x_<=k)^beta; ``"final"``: pi ∝ p r(x)^beta."""
+        from genppl import ppl
+
+        key = (kind, float(beta))
+        if key not in self._potentials:
+            if self.prm is not None:
+                cls = ppl.PRMReward if kind == "step" else ppl.PRMFinalReward
+                self._potentials[key] = cls(self.prm, self.lm.tokenizer, beta=beta)
+            else:
+                cls = ppl.StepReward if kind == "step" else ppl.FinalReward
+                self._potentials[key] = cls(self.fn, self.lm.tokenizer, beta=beta, include_prompt=True)
+        return self._potentials[key]
+
+    def score(self, prompt_ids, prompt_text: str, texts) -> np.ndarray:
+        """Rewards of finished solutions ``texts`` of one prompt."""
+        texts = list(texts)
+        if self.prm is not None:
+            return np.asarray(self.prm.score_texts(prompt_ids, texts, self.lm.tokenizer), np.float64)
+        return np.asarray(self.fn([prompt_text + t for t in texts]), np.float64)
 
 
-def reward_name(spec: str) -> str:
-    return "the arithmetic step verifier (question-blind)" if spec == "verifier" else f"the PRM ({spec})"
+def load_reward(spec: str, lm) -> Reward:
+    """The :class:`Reward` named by ``--prm`` (``verifier``, ``prm``/``bundled`` or a PRM
+    checkpoint directory)."""
+    return Reward(spec, lm)
 
 
 # ---- budgets, votes ----------------------------------------------------------------------
