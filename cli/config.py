@@ -391,7 +391,7 @@ def check(c: RunConfig, given: dict | None = None) -> None:
             name = str(err).split(" ", 1)[0]
             raise InputError(f"{flag(name)}: {err}" if name in ("temperature", "top_k", "top_p") else str(err)) from None
     if c.method == "pf" and c.task not in WORD_PROBLEMS:
-        raise InputError("--method pf scores worked equations, so it needs a word-problem task: "
+        raise InputError("--method pf scores worked equations, so it needs the arithmetic task (or multistep): "
                          "drop --prompt and use --task arithmetic or multistep (or use --method smc)")
     if c.prm is not None:
         if c.task not in WORD_PROBLEMS:
