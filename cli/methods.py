@@ -122,8 +122,9 @@ def run_pf(session: Session, prompt_ids, key):
     from genppl.inference import smc
 
     c = session.config
+    reward = session.reward if session.reward is not None else load_reward(c.prm or "verifier")
     return smc.reward_particle_filter(
-        session.lm, prompt_ids, session.reward, c.n, key, max_new_tokens=c.max_new_tokens,
+        session.lm, prompt_ids, reward, c.n, key, max_new_tokens=c.max_new_tokens,
         step_delimiter=session.step_delimiter, final=c.pf_target == "final", beta=c.beta, potential=session.potential,
         proposal=c.proposal_fn, resampling_fn=c.resampling_fn, ess_threshold=c.ess_threshold)
 
