@@ -197,13 +197,13 @@ def optax_schedule(peak, warmup, total, min_ratio):
     )
 
 
-def train(args, config, tokens: np.ndarray, mask: np.ndarray, probe, save=None):
+def train(args, config, tokens: np.ndarray, mask: np.ndarray, probe, save=None, init=None):
     import optax
     from flax import nnx
 
     from genppl.models.architectures import build_decoder
 
-    decoder = build_decoder(config, rngs=nnx.Rngs(args.seed), dtype=jnp.float32)
+    decoder = build_decoder(config, rngs=nnx.Rngs(args.seed), dtype=jnp.float32) if init is None else init
     graphdef, params, rest = nnx.split(decoder, nnx.Param, ...)
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     log(f"model: {num_params:,} parameters")
@@ -459,6 +459,8 @@ def parse_args(argv=None):
                    help="stop after this many steps (the schedule still spans --steps): less training")
     p.add_argument("--save-every", type=int, default=0,
                    help="also save the checkpoint every this many steps, to --out/../<name>-step<N>")
+    p.add_argument("--init", default=None,
+                   help="warm start from this checkpoint (its weights and tokenizer; the size options are ignored)")
     p.add_argument("--task", choices=["arithmetic", "multistep"], default="arithmetic",
                    help="what the evaluation measures (multistep: its dev split, pass@--eval-samples)")
     p.add_argument("--eval-split", choices=["dev", "eval"], default="dev", help="multistep split to measure")
@@ -495,7 +497,17 @@ def main(argv=None):
         log(f"corpus: {len(docs)} documents ({args.n_arithmetic} arithmetic, {args.n_sentences} sentences, "
             f"{args.n_multistep} multistep), "
             f"{sum(map(len, docs)):,} characters")
-        hf_tok = train_tokenizer(docs, args.vocab_size, args.max_positions)
+        init = None
+        if args.init:  # warm start: the checkpoint's weights and tokenizer
+            from transformers import AutoTokenizer
+
+            from genppl.models.architectures import load_checkpoint
+
+            init, init_config = load_checkpoint(args.init)
+            hf_tok = AutoTokenizer.from_pretrained(args.init)
+            log(f"warm start from {args.init}")
+        else:
+            hf_tok = train_tokenizer(docs, args.vocab_size, args.max_positions)
         vocab = len(hf_tok)
         doc_ids = encode_docs(hf_tok, docs)
         tokens, mask = pack(doc_ids, args.seq_len + 1, eot=0)
@@ -524,8 +536,8 @@ def main(argv=None):
             save(decoder, out.parent / f"{out.name}-step{it}")
             log(f"saved {out.parent / f'{out.name}-step{it}'}")
 
-        config = make_config(args, vocab)
-        decoder, stats = train(args, config, tokens, mask, answer_probe(hf_tok, 200, args.task), save_step)
+        config = make_config(args, vocab) if init is None else init_config
+        decoder, stats = train(args, config, tokens, mask, answer_probe(hf_tok, 200, args.task), save_step, init)
         save(decoder, out)
         stats.update({
             "command": "python scripts/train_default_model.py " + " ".join(sys.argv[1:] if argv is None else argv),

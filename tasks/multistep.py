@@ -2,9 +2,9 @@
 
 A document looks like::
 
-    Q: Sam has 23 apples and Ann has 15 apples. Sam buys 12 more. Ann gives 7 to Sam.
-    Ann finds 9 more. Sam doubles his apples. Sam gives 18 to Ann. How many apples does Sam have now?
-    A: 23 + 12 = 35. 35 + 7 = 42. 42 * 2 = 84. 84 - 18 = 66. The answer is 66.
+    Q: Sam has 13 apples and Ann has 15 apples. Sam buys 8 more. Ann gives 4 to Sam.
+    Ann finds 9 more. Sam doubles his apples. Sam gives 7 to Ann. How many apples does Sam have now?
+    A: 13 + 8 = 21. 21 + 4 = 25. 25 * 2 = 50. 50 - 7 = 43. The answer is 43.
 
 (the question is one line). Two people hold the same kind of item; every sentence after the
 first changes one person's count (``buys``/``finds``/``wins`` add, ``loses``/``sells``/
@@ -20,9 +20,9 @@ question (applying the other person's purchase, or adding a gift that went the o
 which an arithmetic step verifier cannot see.
 
 Difficulty knobs (arguments of :func:`generate_problem`): ``steps`` (how many equations the
-worked answer has), ``distractors`` (how many sentences to skip), ``max_operand`` (operands
-up to two digits), ``multiply`` (whether one doubling or tripling may occur). Every count stays
-in ``[0, MAX_VALUE]``.
+worked answer has), ``distractors`` (how many sentences to skip), ``max_operand`` (one-digit
+amounts by default; up to two digits), ``multiply`` (whether one doubling, of a count up to
+25, or tripling, up to 15, may occur). Every count stays in ``[0, MAX_VALUE]``.
 
 Splits: :func:`problems` gives the ``"train"``, ``"dev"`` and ``"eval"`` streams. The first
 :data:`HELD_OUT` questions of the eval stream, and of the dev stream, are excluded from every
@@ -68,7 +68,7 @@ _ADD = ["{X} buys {n} more.", "{X} finds {n} more.", "{X} wins {n} more.", "{X} 
 _SUB = ["{X} loses {n}.", "{X} sells {n} of them.", "{X} gives away {n}.", "{X} drops {n} {i}."]
 _MUL = {2: "{X} doubles {q} {i}.", 3: "{X} triples {q} {i}."}
 _GIVE = "{X} gives {n} to {Y}."
-_MUL_LIMIT = {2: 45, 3: 30}
+_MUL_LIMIT = {2: 25, 3: 15}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +101,13 @@ def _check_range(name, value, lo, hi):
 
 
 def generate_problem(rng: random.Random | int, steps=STEPS, distractors=DISTRACTORS,
-                     max_operand: int = 30, multiply: bool = True) -> Problem:
+                     max_operand: int = 9, multiply: bool = True) -> Problem:
     """Draw one problem. ``rng`` is a :class:`random.Random` (or a seed).
 
     steps: number of equations of the worked answer (an int or an inclusive range; 1..10).
     distractors: number of sentences about the other person alone (int or range; 0..6).
-    max_operand: largest added, subtracted or given amount (2..MAX_VALUE).
+    max_operand: largest added, subtracted or given amount (2..MAX_VALUE; default one digit,
+        while the counts themselves run up to two digits).
     multiply: allow one doubling or tripling of the asked person's count.
     """
     if not isinstance(rng, random.Random):

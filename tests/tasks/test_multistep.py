@@ -45,7 +45,7 @@ def read_question(question):
 
 def test_answers_agree_with_an_independent_reading_of_the_question():
     rng = random.Random(0)
-    knobs = [{}, {"steps": 8, "distractors": 4}, {"steps": (1, 2), "distractors": 0, "max_operand": 9},
+    knobs = [{}, {"steps": 8, "distractors": 4}, {"steps": (1, 2), "distractors": 0, "max_operand": 30},
              {"multiply": False}]
     for i in range(1200):
         p = multistep.generate_problem(rng, **knobs[i % len(knobs)])

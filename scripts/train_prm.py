@@ -1,0 +1,303 @@
+#!/usr/bin/env python
+"""Train the bundled process reward model (PRM) on the reasoner policy's own rollouts.
+
+    python scripts/train_prm.py                  # writes models/bundled-prm, then measures it
+    python scripts/train_prm.py --problems 16 --dev-problems 8 --steps 20 --out /tmp/prm   # a quick run
+
+The Math-Shepherd recipe, in miniature:
+
+1. sample ``--rollouts`` solutions per training problem (:mod:`tasks.multistep`, its
+   ``"train"`` stream with ``--seed``; never the dev or eval problems) from the policy at
+   temperature 1 (``models.sample``, many prompts per compiled call);
+2. cut each solution into steps (a step ends at a token holding ``"."``); label each step
+   by Monte-Carlo completion: from the prompt plus the solution up to that step, sample
+   ``--completions`` continuations and take the fraction whose final answer is right
+   (the last step, which states the answer, is labelled exactly: right or wrong). Equal
+   prefixes of one problem are completed once;
+3. the PRM is a copy of the policy's decoder with a scalar head (``LlamaForTokenClassification``,
+   one label); it reads the question and the partial solution and is trained in JAX with optax
+   (AdamW) on the soft labels by binary cross-entropy at each step's last token;
+4. measure on held-out rollouts of ``--dev-problems`` dev problems: step-level AUC against the
+   gold label (the step and all before it equal the reference solution's, or, for the answer
+   step, the answer is right), against the same AUC for the arithmetic step check (which
+   cannot see misreadings), and the AUC of the final score for the final answer.
+
+Seeded by ``--seed``. Rollouts and labels are cached in ``scripts/_work/prm_data.json``
+(keyed by the settings), so a re-run with other training options skips the sampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from genppl import models  # noqa: E402
+from genppl.tasks import arithmetic, multistep  # noqa: E402
+
+WORK = ROOT / "scripts" / "_work"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sample_many(lm, prompts: list[list[int]], n: int, max_new_tokens: int, key, chunk: int):
+    """``n`` samples (generated ids, EOS dropped) of each prompt, ``chunk`` prompts per compiled
+    call (the last chunk padded with copies, so every call has one shape)."""
+    out = []
+    for start in range(0, len(prompts), chunk):
+        part = prompts[start:start + chunk]
+        real = len(part)
+        part = part + [part[-1]] * (chunk - real)
+        key, sub = jax.random.split(key)
+        batch = models.sample(lm, part, n, max_new_tokens, key=sub, temperature=1.0)
+        for b in range(real):
+            s = batch[b]
+            out.append([[int(t) for t in ids[:k] if int(t) != lm.eos_id] for ids, k in zip(s.token_ids, s.num_tokens)])
+    return out
+
+
+def step_ends(lm, ids: list[int]) -> list[int]:
+    """Indices of the tokens that end a step (their bytes hold ".")."""
+    return [j for j, t in enumerate(ids) if b"." in lm.tokenizer.token_bytes[t]]
+
+
+def collect(lm, problems, rollouts: int, completions: int, max_new: int, key, chunk: int, label: bool):
+    """Rollouts of each problem, their step ends, and (with ``label``) Monte-Carlo step labels."""
+    tok = lm.tokenizer
+    bos = lm.eos_id
+    prompts = [[bos] + tok.encode(multistep.prompt_text(p)) for p in problems]
+    key, sub = jax.random.split(key)
+    t0 = time.time()
+    samples = sample_many(lm, prompts, rollouts, max_new, sub, chunk)
+    log(f"  {len(problems)} x {rollouts} rollouts in {time.time() - t0:.0f}s")
+    data = []
+    todo = {}  # (problem, prefix) -> None: prefixes to complete
+    for i, (p, rs) in enumerate(zip(problems, samples)):
+        for ids in rs:
+            text = tok.decode(ids)
+            ends = step_ends(lm, ids)
+            steps = []
+            for j in ends:
+                prefix = tuple(ids[:j + 1])
+                partial = tok.decode(list(prefix))
+                final = "The answer is" in partial
+                gold_eq = multistep.steps_on_track(partial, p)
+                gold = multistep.is_correct(partial, p) if final else (bool(gold_eq) and gold_eq[-1])
+                steps.append({"end": j, "final": final, "gold": bool(gold),
+                              "arith": bool(arithmetic.equations_hold(partial))})
+                if label and not final:
+                    todo[(i, prefix)] = None
+                if final:
+                    break
+            data.append({"problem": i, "ids": ids, "text": text, "correct": multistep.is_correct(text, p),
+                         "steps": steps})
+    if label:
+        keys = list(todo)
+        log(f"  {len(keys)} distinct step prefixes to complete, {completions} completions each")
+        t0 = time.time()
+        key, sub = jax.random.split(key)
+        comp = sample_many(lm, [prompts[i] + list(prefix) for i, prefix in keys], completions, max_new, sub, chunk)
+        values = {}
+        for (i, prefix), cs in zip(keys, comp):
+            head = tok.decode(list(prefix))
+            values[(i, prefix)] = float(np.mean([multistep.is_correct(head + tok.decode(c), problems[i]) for c in cs]))
+        log(f"  completions in {time.time() - t0:.0f}s")
+        for r in data:
+            for s in r["steps"]:
+                s["label"] = float(r["correct"]) if s["final"] else values[(r["problem"], tuple(r["ids"][:s["end"] + 1]))]
+    return prompts, data
+
+
+def batch_arrays(prompts, data, width: int):
+    """tokens [N, width], positions of labelled tokens and their labels/masks [N, S]."""
+    smax = max(len(r["steps"]) for r in data)
+    n = len(data)
+    tokens = np.zeros((n, width), np.int32)
+    pos = np.zeros((n, smax), np.int32)
+    lab = np.zeros((n, smax), np.float32)
+    gold = np.zeros((n, smax), np.float32)
+    arith = np.zeros((n, smax), np.float32)
+    final = np.zeros((n, smax), bool)
+    mask = np.zeros((n, smax), np.float32)
+    for k, r in enumerate(data):
+        row = prompts[r["problem"]] + r["ids"]
+        row = row[:width]
+        tokens[k, :len(row)] = row
+        offset = len(prompts[r["problem"]])
+        for s, st in enumerate(r["steps"]):
+            if offset + st["end"] >= width:
+                break
+            pos[k, s] = offset + st["end"]
+            lab[k, s] = st.get("label", 0.0)
+            gold[k, s], arith[k, s], final[k, s] = st["gold"], st["arith"], st["final"]
+            mask[k, s] = 1.0
+    return tokens, pos, lab, gold, arith, final, mask
+
+
+def auc(scores, labels) -> float:
+    """Area under the ROC curve (ties count one half); NaN when one class is missing."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    allv = np.concatenate([pos, neg])[order]
+    # average ranks over ties
+    i = 0
+    while i < len(allv):
+        j = i
+        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", default=str(models.bundled_path("reasoner")), help="policy checkpoint directory")
+    p.add_argument("--out", default=str(models.bundled_path("prm")))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--problems", type=int, default=96, help="training problems (tasks.multistep 'train')")
+    p.add_argument("--rollouts", type=int, default=4, help="policy samples per problem")
+    p.add_argument("--completions", type=int, default=4, help="Monte-Carlo completions per step prefix")
+    p.add_argument("--dev-problems", type=int, default=48, help="held-out dev problems for the AUC")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--chunk", type=int, default=32, help="prompts per compiled sampling call")
+    p.add_argument("--steps", type=int, default=150, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    args = p.parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_default_matmul_precision", "highest")
+    import optax
+    from flax import nnx
+
+    policy = models.load(args.policy)
+    key = jax.random.key(args.seed)
+    cache_file = WORK / "prm_data.json"
+    setting = {k: getattr(args, k) for k in ("policy", "seed", "problems", "rollouts", "completions",
+                                             "dev_problems", "max_new_tokens")}
+    cached = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    train_problems = multistep.problems("train", args.problems, seed=1000 + args.seed)
+    dev_problems = multistep.problems("dev", args.dev_problems)
+    t_start = time.time()
+    if cached.get("setting") == setting:
+        log("rollouts and labels from the cache")
+        train_prompts, train_data, dev_prompts, dev_data = (cached[k] for k in ("tp", "td", "dp", "dd"))
+    else:
+        log(f"training rollouts and Monte-Carlo labels ({args.problems} problems)")
+        k1, k2 = jax.random.split(key)
+        train_prompts, train_data = collect(policy, train_problems, args.rollouts, args.completions,
+                                            args.max_new_tokens, k1, args.chunk, label=True)
+        log(f"held-out rollouts ({args.dev_problems} dev problems)")
+        dev_prompts, dev_data = collect(policy, dev_problems, args.rollouts, 0, args.max_new_tokens, k2,
+                                        args.chunk, label=False)
+        cache_file.write_text(json.dumps({"setting": setting, "tp": train_prompts, "td": train_data,
+                                          "dp": dev_prompts, "dd": dev_data}))
+    sampling_time = time.time() - t_start
+    width = min(policy.max_length, max(len(train_prompts[r["problem"]]) + len(r["ids"]) for r in train_data + dev_data))
+    width = int(np.ceil(width / 16) * 16)
+    tr = batch_arrays(train_prompts, train_data, width)
+    dv = batch_arrays(dev_prompts, dev_data, width)
+    labels = tr[2][tr[6] > 0]
+    log(f"train: {len(train_data)} rollouts, {int(tr[6].sum())} labelled steps (mean label {labels.mean():.3f}); "
+        f"rollout accuracy {np.mean([r['correct'] for r in train_data]):.3f}")
+
+    decoder = policy.module
+    prm = models.ProcessRewardModel.from_decoder(decoder, policy.config, policy.tokenizer, key=args.seed)
+    prm.head = {"w": jnp.zeros_like(prm.head["w"]), "b": jnp.float32(0.0)}
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(optax.warmup_cosine_decay_schedule(
+                         0.0, args.lr, min(10, args.steps // 2), max(args.steps, 11), args.lr * 0.1),
+                                 weight_decay=args.weight_decay))
+    opt_state = tx.init((prm.params, prm.head))
+
+    def scores_at(model, tokens, pos):
+        return jnp.take_along_axis(model.forward(tokens), pos, 1)
+
+    def loss_fn(trainable, static, tokens, pos, lab, mask):
+        model = jax.tree_util.tree_unflatten(static, [*jax.tree.leaves(trainable)])
+        z = scores_at(model, tokens, pos)
+        bce = optax.sigmoid_binary_cross_entropy(z, lab)
+        return jnp.sum(bce * mask) / jnp.maximum(mask.sum(), 1.0)
+
+    static = jax.tree_util.tree_structure(prm)
+
+    @jax.jit
+    def update(trainable, opt_state, tokens, pos, lab, mask):
+        loss, grads = jax.value_and_grad(loss_fn)(trainable, static, tokens, pos, lab, mask)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        return optax.apply_updates(trainable, updates), opt_state, loss
+
+    @jax.jit
+    def predict(trainable, tokens, pos):
+        model = jax.tree_util.tree_unflatten(static, [*jax.tree.leaves(trainable)])
+        return scores_at(model, tokens, pos)
+
+    def dev_scores(trainable):
+        out = []
+        for s in range(0, len(dv[0]), 64):
+            out.append(np.asarray(predict(trainable, jnp.asarray(dv[0][s:s + 64]), jnp.asarray(dv[1][s:s + 64]))))
+        return np.concatenate(out)
+
+    def dev_metrics(trainable):
+        z = dev_scores(trainable)
+        m = dv[6] > 0
+        return {"step_auc_gold": auc(z[m], dv[3][m] > 0),
+                "step_auc_gold_equations_only": auc(z[m & ~dv[5]], dv[3][m & ~dv[5]] > 0),
+                "final_auc_correct": auc(z[m & dv[5]], dv[3][m & dv[5]] > 0)}
+
+    trainable = (prm.params, prm.head)
+    rng = np.random.default_rng(args.seed)
+    t0 = time.time()
+    losses = []
+    for it in range(1, args.steps + 1):
+        idx = rng.choice(len(tr[0]), size=args.batch_size, replace=len(tr[0]) < args.batch_size)
+        trainable, opt_state, loss = update(trainable, opt_state, *(jnp.asarray(a[idx]) for a in (tr[0], tr[1], tr[2], tr[6])))
+        losses.append(float(loss))
+        if it % 25 == 0 or it == args.steps:
+            log(f"step {it}/{args.steps} loss {np.mean(losses[-25:]):.4f} ({time.time() - t0:.0f}s)")
+    train_time = time.time() - t0
+    metrics = dev_metrics(trainable)
+    m = dv[6] > 0
+    metrics["arithmetic_check_step_auc_gold"] = auc(dv[4][m], dv[3][m] > 0)
+    metrics.update({"dev_rollouts": len(dev_data), "dev_steps": int(m.sum()),
+                    "dev_gold_positive_rate": float(dv[3][m].mean()),
+                    "dev_rollout_accuracy": float(np.mean([r["correct"] for r in dev_data])),
+                    "train_rollouts": len(train_data), "train_steps": int(tr[6].sum()),
+                    "train_mean_label": float(labels.mean()), "final_loss": float(np.mean(losses[-25:])),
+                    "sampling_time_s": round(sampling_time, 1), "train_time_s": round(train_time, 1),
+                    "command": "python scripts/train_prm.py " + " ".join(sys.argv[1:] if argv is None else argv)})
+    # labels of the training steps against gold (how noisy the Monte-Carlo estimates are)
+    mt = tr[6] > 0
+    metrics["train_mc_label_auc_gold"] = auc(tr[2][mt], tr[3][mt] > 0)
+    log("metrics: " + json.dumps(metrics, indent=2))
+    prm.params, prm.head = trainable
+    out = Path(args.out)
+    prm.save(out)
+    log(f"saved {out} ({sum(f.stat().st_size for f in out.iterdir()) / 1e6:.2f} MB)")
+    (WORK / "prm_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
