@@ -48,7 +48,7 @@ from genppl.inference import smc, variational  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    testbed.common_arguments(p, problems=48, dev=0, quick_problems=8)
+    testbed.common_arguments(p, problems=32, dev=0, quick_problems=8)
     p.add_argument("--target", choices=["power", "reward"], default="power")
     p.add_argument("--alpha", type=float, default=4.0, help="power target: p(x)^alpha")
     p.add_argument("--prm", default="verifier", help="reward target: the reward (see compare_prm.py)")
@@ -61,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--max-new-tokens", type=int, default=96)
     args = p.parse_args(argv)
-    testbed.resolve_counts(args, problems=48, dev=0, quick_problems=8)
+    testbed.resolve_counts(args, problems=32, dev=0, quick_problems=8)
     args.steps = args.steps or (8 if args.quick else 60)
     args.samples = args.samples or (8 if args.quick else 16)
     return args

@@ -1,7 +1,7 @@
 """Power sampling (Karan & Du; Power-SMC) against temperature 1/alpha: accuracy, cost, and
 likelihood against diversity.
 
-    python benchmarks/compare_power.py                    # 64 eval problems, n = 8, alpha 2 and 4
+    python benchmarks/compare_power.py                    # 40 eval problems, n = 8, alpha 2 and 4
     python benchmarks/compare_power.py --quick            # 12 problems, n = 4
     python benchmarks/compare_power.py --task arithmetic --model DIR
 
@@ -46,7 +46,7 @@ from genppl.inference import mcmc, power, smc  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    testbed.common_arguments(p, problems=64, dev=0, quick_problems=12)
+    testbed.common_arguments(p, problems=40, dev=0, quick_problems=12)
     p.add_argument("--n", type=int, default=None, help="answers per problem (default 8; --quick 4)")
     p.add_argument("--alphas", type=float, nargs="+", default=[2.0, 4.0])
     p.add_argument("--max-new-tokens", type=int, default=96)
@@ -56,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--rollout-top-k", type=int, default=2, help="rollout power sampling: K")
     p.add_argument("--horizon", type=int, default=8, help="rollout power sampling: rollout length")
     args = p.parse_args(argv)
-    testbed.resolve_counts(args, problems=64, dev=0, quick_problems=12)
+    testbed.resolve_counts(args, problems=40, dev=0, quick_problems=12)
     if args.n is None:
         args.n = 4 if args.quick else 8
     return args

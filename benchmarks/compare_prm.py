@@ -1,6 +1,6 @@
 """Particle filtering with a process reward model (Puri et al.): accuracy against budget N.
 
-    python benchmarks/compare_prm.py                       # default: 128 eval problems, N = 1..64
+    python benchmarks/compare_prm.py                       # default: 64 eval problems, N = 1..64
     python benchmarks/compare_prm.py --quick               # 16 problems, N = 4, 16, no dev sweep
     python benchmarks/compare_prm.py --task arithmetic --prm verifier --model DIR
 
@@ -54,7 +54,7 @@ DEFAULTS = {"beta_pf": 1.0, "beta_twist": 1.0, "expansions": 4}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    testbed.common_arguments(p, problems=128, dev=32, quick_problems=16)
+    testbed.common_arguments(p, problems=64, dev=24, quick_problems=16)
     p.add_argument("--prm", default="verifier", help="reward: 'verifier' (arithmetic step checks), 'prm' "
                    "(the bundled trained PRM) or a PRM checkpoint directory")
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="N values (default 1 2 4 ... 64)")
@@ -62,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="dev candidates for beta")
     p.add_argument("--expansions", type=int, nargs="+", default=[2, 4], help="dev candidates for beam K")
     args = p.parse_args(argv)
-    testbed.resolve_counts(args, problems=128, dev=32, quick_problems=16)
+    testbed.resolve_counts(args, problems=64, dev=24, quick_problems=16)
     args.budgets = tuple(args.budgets or testbed.budgets(args.quick, small=(4, 16)))
     return args
 
