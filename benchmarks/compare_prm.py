@@ -148,7 +148,7 @@ def choose(runner, dev, seed, args, log=print):
     """beta of the particle filter and of twisted SMC, and the beam's K, on the dev split at N = 16."""
     params = dict(DEFAULTS)
     if not dev:
-        log("  no dev split (--quick): defaults " + ", ".join(f"{k}={v}" for k, v in params.items()))
+        log("  no dev split: the defaults " + ", ".join(f"{k}={v}" for k, v in params.items()))
         return params
     n = 16
 
@@ -201,7 +201,8 @@ def render(args, rows, params, budgets, lm_desc, reward_desc, seconds, outcomes)
     return (f"### (a) Particle filtering with a PRM: accuracy against budget N\n\n"
             f"`{cmd}` ({testbed.machine_line()}; {seconds / 60:.1f} min wall). Policy: {lm_desc}; task "
             f"`{args.task}`, {args.problems} eval problems, at most {args.max_new_tokens} new tokens; reward: "
-            f"{reward_desc}. Hyper-parameters chosen on {args.dev_problems} dev problems at N = 16: "
+            f"{reward_desc}. Hyper-parameters " + (f"chosen on {args.dev_problems} dev problems at N = 16: "
+                                                   if args.dev_problems else "fixed in advance (no dev run): ")
             + ", ".join(f"{k} = {v:g}" for k, v in params.items()) +
             f"; seed {args.seed}. Accuracy with its 95% interval over problems (Wilson; plain sampling: "
             f"bootstrap of the per-problem share of right samples).\n\n"
