@@ -61,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--max-new-tokens", type=int, default=96)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     testbed.resolve_counts(args, problems=32, dev=0, quick_problems=8)
     args.steps = args.steps or (8 if args.quick else 60)
     args.samples = args.samples or (8 if args.quick else 16)
@@ -169,10 +170,7 @@ def render(args, table, costs, seconds, setup):
                      testbed.fmt_ci(testbed.interval(r["ess"], binary=False)),
                      f"{np.mean([z for z in r['log_z'] if np.isfinite(z)]):.2f}", c["steps"], f"{c['seconds']:.0f}",
                      c["sequences"]])
-    cmd = "python benchmarks/compare_amortised.py" + (" --quick" if args.quick else "") + \
-        (f" --task {args.task}" if args.task != "arithmetic" else "") + \
-        (f" --target reward --prm {args.prm}" if args.target == "reward" else "") + \
-        (f" --model {args.model}" if args.model else "")
+    cmd = testbed.command_line("compare_amortised", args)
     lm_desc = f"`{args.model}`" if args.model else "the bundled model"
     return (f"### (c) Amortisation: a LoRA proposal against SMC with the base proposal\n\n"
             f"`{cmd}` ({testbed.machine_line()}; {seconds / 60:.1f} min wall). Policy: {lm_desc}; task "

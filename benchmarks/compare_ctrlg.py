@@ -132,6 +132,7 @@ def parse_args(argv=None):
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--results", default=str(testbed.RESULTS))
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.sets = args.sets or (3 if args.quick else 12)
     args.n = args.n or (16 if args.quick else 32)
     args.hmm_samples = args.hmm_samples or (512 if args.quick else 2048)
@@ -201,8 +202,7 @@ def render(args, table, hmm_info, seconds):
             r = table[m, k]
             rows.append([k, m, testbed.fmt_ci(testbed.interval(r["success"], binary=True), 2), cell(r["log_p"]),
                          cell(r["fluent"]), f"{np.mean(r['tokens']):,.0f}"])
-    cmd = "python benchmarks/compare_ctrlg.py" + (" --quick" if args.quick else "") + \
-        (f" --model {args.model}" if args.model else "")
+    cmd = testbed.command_line("compare_ctrlg", args)
     lm_desc = f"`{args.model}`" if args.model else "the bundled model"
     return (f"### (d) Constrained generation: HMM x DFA guide against the DFA mask and rejection sampling\n\n"
             f"`{cmd}` ({testbed.machine_line()}; {seconds / 60:.1f} min wall). Policy: {lm_desc}, prompt `S:`; "

@@ -56,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--rollout-top-k", type=int, default=2, help="rollout power sampling: K")
     p.add_argument("--horizon", type=int, default=8, help="rollout power sampling: rollout length")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     testbed.resolve_counts(args, problems=40, dev=0, quick_problems=12)
     if args.n is None:
         args.n = 4 if args.quick else 8
@@ -132,8 +133,7 @@ def render(args, table, seconds):
         rows.append([name, "-" if alpha is None else f"{alpha:g}", testbed.fmt_ci(testbed.interval(r["accuracy"], binary=False)),
                      f"{np.mean(r['tokens']):.1f}", f"{np.nanmean(r['log_p']):.2f}",
                      f"{np.mean(r['distinct']):.2f}"])
-    cmd = "python benchmarks/compare_power.py" + (" --quick" if args.quick else "") + \
-        (f" --task {args.task}" if args.task != "arithmetic" else "") + (f" --model {args.model}" if args.model else "")
+    cmd = testbed.command_line("compare_power", args)
     lm_desc = f"`{args.model}`" if args.model else "the bundled model"
     return (f"### (b) Power sampling against temperature 1/alpha\n\n"
             f"`{cmd}` ({testbed.machine_line()}; {seconds / 60:.1f} min wall). Policy: {lm_desc}; task "

@@ -62,6 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="dev candidates for beta")
     p.add_argument("--expansions", type=int, nargs="+", default=[2, 4], help="dev candidates for beam K")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     testbed.resolve_counts(args, problems=64, dev=24, quick_problems=16)
     args.budgets = tuple(args.budgets or testbed.budgets(args.quick, small=(4, 16)))
     return args
@@ -102,7 +103,7 @@ class Runner:
 
 def sample_methods(s, n):
     """Answers of the sample-based methods from the first n samples."""
-    answers, correct, rewards = s["answers"][:n], s["correct"][:n], s["rewards"][:n]
+    answers, rewards = s["answers"][:n], s["rewards"][:n]
     tokens = int(s["tokens"][:n].sum())
     return {
         "majority vote": (testbed.vote(answers), tokens),
@@ -195,9 +196,7 @@ def render(args, rows, params, budgets, lm_desc, reward_desc, seconds, outcomes)
     table = []
     for m in METHODS:
         table.append([m] + [testbed.fmt_ci(rows[m, n][0]) for n in budgets] + [f"{rows[m, max(budgets)][1]:,.0f}"])
-    cmd = "python benchmarks/compare_prm.py" + (" --quick" if args.quick else "") + \
-        (f" --task {args.task}" if args.task != "arithmetic" else "") + f" --prm {args.prm}" + \
-        (f" --model {args.model}" if args.model else "")
+    cmd = testbed.command_line("compare_prm", args)
     return (f"### (a) Particle filtering with a PRM: accuracy against budget N\n\n"
             f"`{cmd}` ({testbed.machine_line()}; {seconds / 60:.1f} min wall). Policy: {lm_desc}; task "
             f"`{args.task}`, {args.problems} eval problems, at most {args.max_new_tokens} new tokens; reward: "

@@ -257,6 +257,12 @@ def machine_line() -> str:
             f"load average {load:.1f} at the start, {time.strftime('%Y-%m-%d', time.gmtime())}")
 
 
+def command_line(script: str, args) -> str:
+    """The command that reproduces a run: the script and the arguments it was given."""
+    argv = getattr(args, "argv", None)
+    return f"python benchmarks/{script}.py" + ("" if not argv else " " + " ".join(argv))
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
