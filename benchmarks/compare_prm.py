@@ -59,8 +59,10 @@ def parse_args(argv=None):
                    "(the bundled trained PRM) or a PRM checkpoint directory")
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="N values (default 1 2 4 ... 64)")
     p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--betas", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="dev candidates for beta")
-    p.add_argument("--expansions", type=int, nargs="+", default=[2, 4], help="dev candidates for beam K")
+    p.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.5, 2.0],
+                   help="dev candidates for beta (ties go to the first, the default 1)")
+    p.add_argument("--expansions", type=int, nargs="+", default=[4, 2],
+                   help="dev candidates for beam K (ties go to the first, the default 4)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     testbed.resolve_counts(args, problems=64, dev=24, quick_problems=16)
