@@ -388,10 +388,12 @@ def evaluate(path, n_problems: int, samples_per_problem: int, n_sentences: int, 
     return metrics, examples
 
 
-def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: int, split: str = "dev"):
+def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: int, split: str = "dev",
+                       chunk: int = 16):
     """Plain sampling on the harder task (:mod:`tasks.multistep`): accuracy at temperature 1,
     pass@k (at least one of ``samples_per_problem`` samples right), greedy accuracy, and
-    accuracy by number of steps. ``split`` is "dev" (for choosing) or "eval" (for reporting)."""
+    accuracy by number of steps. ``split`` is "dev" (for choosing) or "eval" (for reporting).
+    Sampling is ``models.sample`` with ``chunk`` prompts per compiled call."""
     from genppl import models
 
     lm = models.load(path)
@@ -403,11 +405,25 @@ def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: in
     k = samples_per_problem
     metrics = {"task": "multistep", "split": split, "problems": n_problems, "samples_per_problem": k}
     t0 = time.time()
-    texts, _ = generate(lm, prompts, 96, key, greedy=True)
-    metrics["greedy_accuracy"] = multistep.accuracy(texts, problems)
-    reps = [p for p in prompts for _ in range(k)]
+
+    def run(n, temperature, key):
+        texts, finished = [], []
+        for start in range(0, len(prompts), chunk):
+            part = prompts[start:start + chunk]
+            real = len(part)
+            part = part + [part[-1]] * (chunk - real)  # one shape for every call
+            key, sub = jax.random.split(key)
+            out = models.sample(lm, part, n, 128, key=sub, temperature=temperature)
+            for b in range(real):
+                texts += list(out[b].texts)
+                finished += [bool(f) for f in out[b].finished]
+        return texts, finished
+
     key, sub = jax.random.split(key)
-    texts, finished = generate(lm, reps, 96, sub, temperature=1.0)
+    texts, _ = run(1, 1e-10, sub)
+    metrics["greedy_accuracy"] = multistep.accuracy(texts, problems)
+    key, sub = jax.random.split(key)
+    texts, finished = run(k, 1.0, sub)
     correct = np.array([multistep.is_correct(t, p) for t, p in zip(texts, [p for p in problems for _ in range(k)])])
     per_problem = correct.reshape(n_problems, k)
     metrics["t1_accuracy"] = float(correct.mean())
@@ -477,12 +493,13 @@ def parse_args(argv=None):
     return args
 
 
-#: Settings of the second bundled model (``--reasoner``): a smaller decoder, trained briefly
-#: on the harder task so that plain sampling is often wrong but rarely always wrong.
+#: Settings of the second bundled model (``--reasoner``): the bundled default model, fine-tuned
+#: briefly on the harder task (``tasks.multistep``), so that plain sampling is often wrong
+#: but rarely always wrong.
 REASONER = {
-    "out": str(ROOT / "models" / "bundled-reasoner"), "n_arithmetic": 5000, "n_sentences": 0,
-    "n_multistep": 40000, "layers": 4, "hidden": 128, "intermediate": 384, "heads": 2, "kv_heads": 1,
-    "vocab_size": 512, "steps": 1600, "task": "multistep", "eval_samples": 16,
+    "out": str(ROOT / "models" / "bundled-reasoner"), "init": str(ROOT / "models" / "bundled"),
+    "n_arithmetic": 5000, "n_sentences": 0, "n_multistep": 40000, "steps": 400, "lr": 1e-3, "warmup": 30,
+    "task": "multistep", "eval_samples": 16, "seq_len": 240,
 }
 
 
@@ -529,7 +546,7 @@ def main(argv=None):
             (where / "generation_config.json").write_text(json.dumps({
                 "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, "do_sample": True,
                 "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                "max_new_tokens": 96 if args.task == "multistep" else 64,
+                "max_new_tokens": 128 if args.task == "multistep" else 64,
             }, indent=2) + "\n")
 
         def save_step(decoder, it):
@@ -559,7 +576,8 @@ def main(argv=None):
     for e in examples:
         log("example: " + e.replace("\n", "\\n"))
     log("metrics: " + json.dumps(metrics, indent=2))
-    (WORK / "eval_metrics.json").write_text(json.dumps({"metrics": metrics, "examples": examples}, indent=2) + "\n")
+    name = "eval_metrics.json" if args.task == "arithmetic" else f"eval_metrics_{Path(out).name}_{args.eval_split}.json"
+    (WORK / name).write_text(json.dumps({"metrics": metrics, "examples": examples}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

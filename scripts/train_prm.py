@@ -18,8 +18,8 @@ The Math-Shepherd recipe, in miniature:
    one label); it reads the question and the partial solution and is trained in JAX with optax
    (AdamW) on the soft labels by binary cross-entropy at each step's last token;
 4. measure on held-out rollouts of ``--dev-problems`` dev problems: step-level AUC against the
-   gold label (the step and all before it equal the reference solution's, or, for the answer
-   step, the answer is right), against the same AUC for the arithmetic step check (which
+   gold label (``multistep.on_track``: the steps so far are the reference solution's first
+   steps; for the answer step, the answer is right), against the same AUC for the arithmetic step check (which
    cannot see misreadings), and the AUC of the final score for the final answer.
 
 Seeded by ``--seed``. Rollouts and labels are cached in ``scripts/_work/prm_data.json``
@@ -65,7 +65,9 @@ def sample_many(lm, prompts: list[list[int]], n: int, max_new_tokens: int, key, 
         real = len(part)
         part = part + [part[-1]] * (chunk - real)
         key, sub = jax.random.split(key)
-        batch = models.sample(lm, part, n, max_new_tokens, key=sub, temperature=1.0)
+        room = lm.max_length - max(map(len, part))  # the context bounds a long prefix's completion
+        steps = min(max_new_tokens, room // 32 * 32 if room >= 32 else room)  # few distinct shapes
+        batch = models.sample(lm, part, n, steps, key=sub, temperature=1.0)
         for b in range(real):
             s = batch[b]
             out.append([[int(t) for t in ids[:k] if int(t) != lm.eos_id] for ids, k in zip(s.token_ids, s.num_tokens)])
@@ -97,8 +99,7 @@ def collect(lm, problems, rollouts: int, completions: int, max_new: int, key, ch
                 prefix = tuple(ids[:j + 1])
                 partial = tok.decode(list(prefix))
                 final = "The answer is" in partial
-                gold_eq = multistep.steps_on_track(partial, p)
-                gold = multistep.is_correct(partial, p) if final else (bool(gold_eq) and gold_eq[-1])
+                gold = multistep.is_correct(partial, p) if final else multistep.on_track(partial, p)
                 steps.append({"end": j, "final": final, "gold": bool(gold),
                               "arith": bool(arithmetic.equations_hold(partial))})
                 if label and not final:
@@ -112,6 +113,7 @@ def collect(lm, problems, rollouts: int, completions: int, max_new: int, key, ch
         log(f"  {len(keys)} distinct step prefixes to complete, {completions} completions each")
         t0 = time.time()
         key, sub = jax.random.split(key)
+        keys.sort(key=lambda k: len(prompts[k[0]]) + len(k[1]))  # chunks of similar lengths
         comp = sample_many(lm, [prompts[i] + list(prefix) for i, prefix in keys], completions, max_new, sub, chunk)
         values = {}
         for (i, prefix), cs in zip(keys, comp):
@@ -180,7 +182,7 @@ def main(argv=None):
     p.add_argument("--rollouts", type=int, default=4, help="policy samples per problem")
     p.add_argument("--completions", type=int, default=4, help="Monte-Carlo completions per step prefix")
     p.add_argument("--dev-problems", type=int, default=48, help="held-out dev problems for the AUC")
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--chunk", type=int, default=32, help="prompts per compiled sampling call")
     p.add_argument("--steps", type=int, default=150, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=16)

@@ -1,19 +1,21 @@
-"""Harder word problems: two people, carried state, distractors, two-digit numbers.
+"""Harder word problems: two people, carried state, distractors, counts up to 99.
 
 A document looks like::
 
     Q: Sam has 13 apples and Ann has 15 apples. Sam buys 8 more. Ann gives 4 to Sam.
     Ann finds 9 more. Sam doubles his apples. Sam gives 7 to Ann. How many apples does Sam have now?
-    A: 13 + 8 = 21. 21 + 4 = 25. 25 * 2 = 50. 50 - 7 = 43. The answer is 43.
+    A: Sam has 13. Sam buys 8 more: 13 + 8 = 21. Ann gives 4 to Sam: 21 + 4 = 25. Ann finds 9 more: skip. Sam doubles his apples: 25 * 2 = 50. Sam gives 7 to Ann: 50 - 7 = 43. The answer is 43.
 
-(the question is one line). Two people hold the same kind of item; every sentence after the
-first changes one person's count (``buys``/``finds``/``wins`` add, ``loses``/``sells``/
-``gives away`` subtract, ``doubles``/``triples`` multiply) or moves items from one person to
-the other (``X gives n to Y``). The question asks about one of the two. The worked answer
-writes one equation ``a op b = c.`` for each sentence that changes the asked person's count,
-in order, and skips the others (the *distractors*: what the other person does on their own),
-then ``The answer is N.``. The answer line has the format of :mod:`tasks.arithmetic`, so its
-helpers (``extract_answer``, ``steps``, ``check_steps``, the step delimiter ``". "``) apply.
+(the question and the answer are one line each). Two people hold the same kind of item; every
+sentence after the first changes one person's count (``buys``/``finds``/``wins`` add,
+``loses``/``sells``/``gives away`` subtract, ``doubles``/``triples`` multiply) or moves items
+from one person to the other (``X gives n to Y``). The question asks about one of the two.
+The worked answer reads the question one sentence at a time: first the asked person's count
+(``Sam has 13.``), then for every later sentence the sentence, ``": "``, and either the
+equation ``a op b = c.`` it applies to the asked person's count or ``skip.`` (the
+*distractors*: what the other person does on their own); then ``The answer is N.``. Every step
+ends with ``"."``; equations and the answer have the format of :mod:`tasks.arithmetic`, so its
+helpers (``extract_answer``, ``steps``, ``check_steps``) apply.
 
 Reading matters here: an equation can be arithmetically right and still wrong for the
 question (applying the other person's purchase, or adding a gift that went the other way),
@@ -42,7 +44,7 @@ from . import arithmetic
 
 __all__ = [
     "Problem", "generate_problem", "problems", "prompt_text", "document", "extract_answer",
-    "is_correct", "check", "accuracy", "reference_steps", "steps_on_track", "held_out_questions",
+    "is_correct", "check", "accuracy", "reference_steps", "steps_on_track", "on_track", "held_out_questions",
     "EVAL_SEED", "DEV_SEED", "HELD_OUT", "MAX_VALUE", "STEPS", "DISTRACTORS", "SPLITS",
 ]
 
@@ -124,6 +126,7 @@ def generate_problem(rng: random.Random | int, steps=STEPS, distractors=DISTRACT
     first = [asked, other] if rng.random() < 0.5 else [other, asked]
     sentences = [f"{first[0]} has {values[first[0]]} {items} and {first[1]} has {values[first[1]]} {items}."]
     equations = []
+    worked = [f"{asked} has {values[asked]}."]  # the worked answer: one step per sentence
     # which of the k + d sentences are distractors
     kinds = ["step"] * k + ["distractor"] * d
     rng.shuffle(kinds)
@@ -142,6 +145,7 @@ def generate_problem(rng: random.Random | int, steps=STEPS, distractors=DISTRACT
                 template = rng.choice(_SUB)
             values[other] = v + n if op == "+" else v - n
             sentences.append(template.format(X=other, n=n, i=items))
+            worked.append(f"{sentences[-1][:-1]}: skip.")
             continue
         v, w = values[asked], values[other]
         choices, weights = [], []
@@ -177,9 +181,10 @@ def generate_problem(rng: random.Random | int, steps=STEPS, distractors=DISTRACT
         equations.append(f"{v} {sign} {n} = {result}.")
         values[asked] = result
         sentences.append(text)
+        worked.append(f"{text[:-1]}: {equations[-1]}")
     sentences.append(f"How many {items} does {asked} have now?")
     question = " ".join(sentences)
-    solution = " " + " ".join(equations) + f" The answer is {values[asked]}."
+    solution = " " + " ".join(worked) + f" The answer is {values[asked]}."
     return Problem(question=question, answer=values[asked], solution=solution, steps=k, distractors=d)
 
 
@@ -273,3 +278,14 @@ def steps_on_track(completion: str, problem: Problem) -> list[bool]:
         ok = ok and i < len(ref) and s == ref[i]
         out.append(ok)
     return out
+
+
+def on_track(partial: str, problem: Problem) -> bool:
+    """Whether a partial solution (the text after ``"A:"`` up to the end of a step) is, step
+    for step, the beginning of the reference solution (a gold label for a step: every step so
+    far is the one the question calls for). Surrounding spaces are ignored."""
+    if "\nA:" in partial:
+        partial = partial.split("\nA:", 1)[1]
+    partial, reference = partial.strip(), problem.solution.strip()
+    return bool(partial) and reference.startswith(partial) and (
+        len(partial) == len(reference) or reference[len(partial)] == " ")

@@ -128,3 +128,20 @@ def test_bad_input(prm, tmp_path, llama_checkpoint):
         models.load_prm(tmp_path / "nothing")
     with pytest.raises(models.InputError, match="no bundled model"):
         models.bundled_path("nope")
+
+
+@pytest.mark.slow  # loads the two bundled 12.7 MB checkpoints and compiles a forward pass
+def test_bundled_reasoner_and_prm():
+    for name in ("reasoner", "prm"):
+        path = models.bundled_path(name)
+        total = sum(f.stat().st_size for f in path.iterdir())
+        assert total < 20 * 2 ** 20 and (path / "README.md").is_file()
+    lm, prm = models.load("reasoner"), models.load_prm()
+    assert prm.tokenizer.token_bytes == lm.tokenizer.token_bytes
+    from genppl.tasks import multistep
+
+    problem = multistep.problems("dev", 1)[0]
+    prefix = [lm.eos_id] + lm.tokenizer.encode(multistep.prompt_text(problem))
+    right, wrong = problem.solution, " Nobody has 0. The answer is -1."
+    r = prm.score_texts(prefix, [right, wrong], lm.tokenizer)
+    assert r.shape == (2,) and np.all((r > 0) & (r < 1))

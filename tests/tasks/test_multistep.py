@@ -97,6 +97,12 @@ def test_answer_extraction_and_gold_step_labels():
     wrong = f" {a} {op} {b} = {c + 1}. {c + 1} + 1 = {c + 2}. The answer is {p.answer}."
     assert multistep.steps_on_track(wrong, p) == [False, False]
     assert multistep.check(wrong, p) and not multistep.check(" The answer is -1.", p)
+    # gold step labels for any step (readings and skips too): a prefix of the reference, step for step
+    first, second = p.solution.strip().split(". ")[:2]
+    assert multistep.on_track(f" {first}.", p) and multistep.on_track(f" {first}. {second}.", p)
+    assert multistep.on_track(prompt + p.solution, p) and not multistep.on_track("", p)
+    assert not multistep.on_track(f" {first}", p)  # not at the end of a step
+    assert not multistep.on_track(" Nobody has 0.", p)
     assert multistep.accuracy([p.solution, "no"], [p, p]) == 0.5
 
 
