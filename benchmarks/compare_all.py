@@ -4,7 +4,7 @@
     python benchmarks/compare_all.py                  # default settings
     python benchmarks/compare_all.py --task multistep --model reasoner --prm prm
 
-``--task``, ``--model`` and ``--prm`` go to the comparisons that take them ((a)-(c); (d) runs
+``--task``, ``--model``, ``--prm`` and ``--max-new-tokens`` go to the comparisons that take them ((a)-(c); (d) runs
 on the sentences task with ``--model``). Wall time per comparison is printed at the end.
 """
 
@@ -29,12 +29,14 @@ def main(argv=None):
     p.add_argument("--task", default=None)
     p.add_argument("--model", default=None)
     p.add_argument("--prm", default=None)
+    p.add_argument("--max-new-tokens", default=None, help="token cap of (a)-(c) (e.g. 144 on the reasoner)")
     p.add_argument("--only", nargs="+", choices=["prm", "power", "amortised", "ctrlg"], default=None)
     args = p.parse_args(argv)
     common = ["--quick"] if args.quick else []
     model = ["--model", args.model] if args.model else []
     task = ["--task", args.task] if args.task else []
     prm = ["--prm", args.prm] if args.prm else []
+    task += ["--max-new-tokens", args.max_new_tokens] if args.max_new_tokens else []
     runs = {"prm": (compare_prm, common + model + task + prm), "power": (compare_power, common + model + task),
             "amortised": (compare_amortised, common + model + task),
             "ctrlg": (compare_ctrlg, common + (model if args.model and args.model != "reasoner" else []))}
