@@ -42,6 +42,7 @@ genppl: generate with a chosen method on a task, and summarise.
     genppl --method pgas --task sentences --n 4 --iterations 8   # particle Gibbs chains (R-hat, ESS)
     genppl --method best-of-n --n 8          # best of 8 samples by the task's reward
     genppl --method beam --task sentences --n 4                  # token-level beam search, width 4
+    genppl --task multistep --method pf --prm prm --n 16         # harder task, the trained PRM as reward
     genppl --method power-smc-adaptive --n 16 --target-ess 0.7  # Power-SMC, exponents by conditional ESS
 
 The SMC methods target p(x)^alpha * phi(x). On the arithmetic task phi is a step verifier
@@ -67,7 +68,7 @@ class RunConfig:
     method: str = "sample"
     model: str | None = None
     dtype: str = "float32"
-    task: str = "arithmetic"          # "arithmetic", "sentences", or "prompt" (with --prompt)
+    task: str = "arithmetic"          # "arithmetic", "multistep", "sentences", or "prompt" (with --prompt)
     prompt: str | None = None
     problems: int = 16                # prompts of the task (1 with --prompt)
     n: int = 8
@@ -92,6 +93,7 @@ class RunConfig:
     # pf
     beta: float | None = None
     pf_target: str | None = None
+    prm: str | None = None            # pf, best-of-n, beam: "verifier", "prm" (bundled PRM) or a PRM directory
     # power-mh, power-smc, power-rollout
     block_size: int | None = None
     num_mcmc: int | None = None
@@ -164,8 +166,9 @@ def build_parser() -> Parser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--method", default="sample", choices=list(METHODS),
                    help="; ".join(f"{name}: {m.help}" for name, m in METHODS.items()))
-    p.add_argument("--task", default=None, choices=["arithmetic", "sentences"],
-                   help="evaluation task of the bundled model (default arithmetic; not with --prompt)")
+    p.add_argument("--task", default=None, choices=list(TASKS),
+                   help="evaluation task (default arithmetic; multistep: the harder word problems, on the "
+                        "'reasoner' model unless --model; not with --prompt)")
     p.add_argument("--prompt", default=None, help="generate from this text instead of a task")
     p.add_argument("--problems", type=int, default=None, help="number of task prompts (default 16)")
     p.add_argument("--n", type=int, default=8, help="samples (particles) per prompt")
@@ -198,6 +201,10 @@ def build_parser() -> Parser:
     smc.add_argument("--json-schema", default=None, metavar="FILE",
                      help="the generation must be JSON valid under this schema (ppl.JSONSchema)")
     smc.add_argument("--beta", type=float, default=None, help="pf: reward exponent (default 1)")
+    smc.add_argument("--prm", default=None, metavar="REWARD",
+                     help="pf, best-of-n, beam: the step reward: verifier (the arithmetic step checks; default of "
+                          "pf), prm (the bundled trained process reward model, which reads the question) or a PRM "
+                          "checkpoint directory")
     smc.add_argument("--pf-target", default=None, choices=["final", "product"],
                      help="pf: p(x) r(x)^beta (final, default; reward_particle_filter(final=True)) or "
                           "p(x) prod_k r(x_<=k)^beta (product: final=False)")
@@ -265,12 +272,16 @@ DEFAULTS = {
     "hmm_samples": 2048, "hmm_epochs": 5, "iterations": 8, "particles": 8, "select": "argmax",
     "target_ess": 0.5,
 }
+#: the tasks of --task: name -> default max_new_tokens (word problems write worked equations)
+TASKS = {"arithmetic": 96, "multistep": 128, "sentences": 32}
+#: tasks whose answers are worked equations (step verifier, step rewards, "The answer is N")
+WORD_PROBLEMS = ("arithmetic", "multistep")
 #: method-specific options (argparse dests): each must be taken by the chosen method when given
 OPTIONS = ("temperature", "top_k", "top_p", "alpha", "resampler", "ess_threshold", "proposal", "ban", "regex",
            "beta", "pf_target", "block_size", "num_mcmc", "mh_move", "ramp_tokens", "rejuvenate", "rollouts",
            "rollout_top_k", "horizon", "no_jackknife", "learned", "learned_rank", "keywords", "hmm", "hmm_states",
            "hmm_samples", "hmm_epochs", "iterations", "particles", "select", "expansions", "target_ess",
-           "grammar", "json_schema")
+           "grammar", "json_schema", "prm")
 #: text options, checked to be valid UTF-8
 TEXTS = ("prompt", "regex", "ban", "keywords")
 
@@ -300,7 +311,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if values[name] is not None and values[name] < 1:
             raise InputError(f"{flag(name)} must be a positive integer, got {values[name]}")
     if values["max_new_tokens"] is None:
-        values["max_new_tokens"] = 96 if task == "arithmetic" else 32
+        values["max_new_tokens"] = TASKS.get(task, 32)
+    if task == "multistep" and args.model is None:
+        from genppl import models
+
+        if models.bundled_path("reasoner").is_dir():  # the policy trained on the harder task
+            values["model"] = "reasoner"
     if args.show < 0:
         raise InputError(f"--show must be >= 0, got {args.show}")
     if not -(2**63) <= args.seed < 2**63:
@@ -318,6 +334,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values["alpha"] = 4.0 if method.power else 1.0
     if args.method == "pf":
         values["alpha"] = 1.0  # its target is p(x) r(x)^beta
+        if values["prm"] is None:
+            values["prm"] = "verifier"
     if "ess_threshold" in method.options and values["ess_threshold"] is None:
         values["ess_threshold"] = 1.0 if args.method == "pf" else 0.5
     values.update(multi_process(args))
@@ -399,9 +417,17 @@ def check(c: RunConfig, given: dict | None = None) -> None:
         except InputError as err:  # its message names the Python argument: name the flag instead
             name = str(err).split(" ", 1)[0]
             raise InputError(f"{flag(name)}: {err}" if name in ("temperature", "top_k", "top_p") else str(err)) from None
-    if c.method == "pf" and c.task != "arithmetic":
-        raise InputError("--method pf scores worked equations, so it needs the arithmetic task: "
-                         "drop --prompt and use --task arithmetic (or use --method smc)")
+    if c.method == "pf" and c.task not in WORD_PROBLEMS:
+        raise InputError("--method pf scores worked equations, so it needs the arithmetic task (or multistep): "
+                         "drop --prompt and use --task arithmetic or multistep (or use --method smc)")
+    if c.prm is not None:
+        if c.task not in WORD_PROBLEMS:
+            raise InputError(f"--prm scores worked solutions of word problems: use --task arithmetic or multistep, "
+                             f"not {c.task}")
+        if c.prm not in ("verifier", "prm") and not os.path.isdir(c.prm):
+            raise InputError(f"--prm {c.prm}: not 'verifier', 'prm' (the bundled PRM) or a PRM checkpoint directory")
+        if c.method == "beam" and c.expansions is None:
+            raise InputError("--prm scores steps: give beam search --expansions K (step level)")
     if c.ess_threshold is not None and not 0.0 <= c.ess_threshold <= 1.0:
         raise InputError(f"--ess-threshold must lie in [0, 1], got {c.ess_threshold}")
     for name in ("alpha", "beta"):

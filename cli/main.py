@@ -38,13 +38,16 @@ def jobs(config: RunConfig):
     prompt)."""
     if config.prompt is not None:
         return [(config.prompt, None)]
-    if config.task == "arithmetic":
-        from genppl.tasks import arithmetic
+    if config.task in ("arithmetic", "multistep"):
+        from genppl.tasks import arithmetic, multistep
 
-        def scorer(problem):
+        def scorer(problem):  # multistep answers in arithmetic's format: its scoring applies
             return lambda texts, weights: arithmetic.score(texts, problem, weights)
 
-        return [(arithmetic.prompt_text(pb), scorer(pb)) for pb in arithmetic.eval_problems(config.problems)]
+        task = arithmetic if config.task == "arithmetic" else multistep
+        problems = arithmetic.eval_problems(config.problems) if task is arithmetic else \
+            multistep.problems("eval", config.problems)
+        return [(task.prompt_text(pb), scorer(pb)) for pb in problems]
     from genppl.tasks import sentences
 
     def score(texts, weights):

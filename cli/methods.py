@@ -16,14 +16,16 @@ sample             ``models.sample``
 smc                ``inference.smc.run`` (``--learned``: on ``variational.Guide.program``, with
                    the guide's proposal)
 smc-steer          ``inference.smc.run(kernel=inference.smc.steer.build_kernel())``
-pf                 ``inference.smc.reward_particle_filter`` (reward: ``tasks.arithmetic.step_reward``)
+pf                 ``inference.smc.reward_particle_filter`` (reward: ``tasks.arithmetic.step_reward``;
+                   ``--prm prm``: the trained PRM, ``models.load_prm``)
 smc-guided         ``inference.smc.run`` on a program whose potential is ``circuits.HMMGuide``
 power-mh           ``inference.mcmc.power_mcmc``
 power-smc          ``inference.power.power_smc`` (``--rejuvenate``: ``inference.mcmc.rejuvenation``)
 power-rollout      ``inference.power.power_rollout``
 pg, pgas           ``inference.mcmc.run_chains`` with ``inference.smc.conditional.particle_gibbs``
 mh                 ``inference.mcmc.run_chains`` with ``inference.mcmc.program_mh``
-best-of-n          ``inference.search.best_of_n`` (reward on arithmetic: ``tasks.arithmetic.step_reward``)
+best-of-n          ``inference.search.best_of_n`` (reward on arithmetic: ``tasks.arithmetic.step_reward``;
+                   ``--prm prm``: the PRM's final reward, ``ppl.PRMFinalReward``)
 beam               ``inference.search.beam_search``
 self-consistency   ``inference.search.self_consistency`` (arithmetic: ``tasks.arithmetic.extract_answer``)
 power-smc-adaptive ``inference.power.adaptive_power_smc``
@@ -69,6 +71,7 @@ class Session:
     potential: Any = None
     step_delimiter: str | None = None
     learned: Any = None  # (guide, params) of --learned
+    reward: Any = None  # --prm: a host function texts -> r, or a models.ProcessRewardModel
     guides: dict = dataclasses.field(default_factory=dict)
     mesh: Any = None  # a multi-process run's mesh of every process's devices (sample and smc take it)
 
@@ -118,11 +121,11 @@ def run_smc_steer(session: Session, prompt_ids, key):
 
 def run_pf(session: Session, prompt_ids, key):
     from genppl.inference import smc
-    from genppl.tasks import arithmetic
 
     c = session.config
+    reward = session.reward if session.reward is not None else load_reward(c.prm or "verifier")
     return smc.reward_particle_filter(
-        session.lm, prompt_ids, arithmetic.step_reward, c.n, key, max_new_tokens=c.max_new_tokens,
+        session.lm, prompt_ids, reward, c.n, key, max_new_tokens=c.max_new_tokens,
         step_delimiter=session.step_delimiter, final=c.pf_target == "final", beta=c.beta, potential=session.potential,
         proposal=c.proposal_fn, resampling_fn=c.resampling_fn, ess_threshold=c.ess_threshold)
 
@@ -205,12 +208,18 @@ def run_best_of_n(session: Session, prompt_ids, key):
 
     c = session.config
     reward = None
-    if c.task == "arithmetic":
+    if c.task == "arithmetic" and c.prm is None or c.prm == "verifier":
         from genppl.tasks import arithmetic
 
         reward = arithmetic.step_reward
-    return search.best_of_n(_search_program(session, prompt_ids), c.n, key, reward=reward, select=c.select,
-                            proposal=c.proposal_fn)
+    program = _search_program(session, prompt_ids)
+    if c.prm is not None and c.prm != "verifier":  # pick by the importance weight: log r(x) under the prior
+        from genppl import ppl
+
+        factor = ppl.PRMFinalReward(session.reward, session.lm.tokenizer)
+        program = _program(session, prompt_ids, factor if session.potential is None else factor * session.potential,
+                           None)  # scored once, on the finished text
+    return search.best_of_n(program, c.n, key, reward=reward, select=c.select, proposal=c.proposal_fn)
 
 
 def run_beam(session: Session, prompt_ids, key):
@@ -221,16 +230,21 @@ def run_beam(session: Session, prompt_ids, key):
     if c.expansions is not None:  # step level: the task's step boundary, else words
         from genppl.tasks import arithmetic
 
-        delimiter = step_delimiter(session.lm, arithmetic.STEP_DELIMITER if c.task == "arithmetic" else " ")
-    return search.beam_search(_search_program(session, prompt_ids, delimiter), c.n, key, expansions=c.expansions,
-                              proposal=c.proposal_fn)
+        delimiter = step_delimiter(session.lm, arithmetic.STEP_DELIMITER if c.task in ("arithmetic", "multistep")
+                                   else " ")
+    program = _search_program(session, prompt_ids, delimiter)
+    if c.prm is not None:  # beams kept by log p + the sum of log step rewards
+        factor = step_reward_potential(session)
+        program = _program(session, prompt_ids, factor if session.potential is None else factor * session.potential,
+                           delimiter)
+    return search.beam_search(program, c.n, key, expansions=c.expansions, proposal=c.proposal_fn)
 
 
 def run_self_consistency(session: Session, prompt_ids, key):
     from genppl.inference import search
 
     c = session.config
-    if c.task == "arithmetic":
+    if c.task in ("arithmetic", "multistep"):
         from genppl.tasks import arithmetic
 
         extract = arithmetic.extract_answer
@@ -262,7 +276,7 @@ METHODS: dict[str, Method] = {
     "smc-steer": Method(run_smc_steer, "SMC with without-replacement selection (inference.smc.steer)",
                         frozenset({"alpha", "ban", "regex", "grammar", "json_schema"})),
     "pf": Method(run_pf, "step-level reward particle filter (inference.smc.reward_particle_filter)",
-                 (_SMC - {"alpha"}) | {"beta", "pf_target"}),
+                 (_SMC - {"alpha"}) | {"beta", "pf_target", "prm"}),
     "smc-guided": Method(run_smc_guided, "SMC with an HMM x DFA keyword guide (circuits.HMMGuide)",
                          _SMC | {"keywords", "hmm", "hmm_states", "hmm_samples", "hmm_epochs"}),
     "power-mh": Method(run_power_mh, "MH power sampling of p^alpha (inference.mcmc.power_mcmc)",
@@ -280,9 +294,9 @@ METHODS: dict[str, Method] = {
     "mh": Method(run_mh, "MH chains on p^alpha * phi, any program (inference.mcmc.program_mh)",
                  _TARGET | {"iterations", "mh_move"}, batched=False),
     "best-of-n": Method(run_best_of_n, "best of n samples by a reward or weight (inference.search.best_of_n)",
-                        _TARGET | {"select"}, batched=False),
+                        _TARGET | {"select", "prm"}, batched=False),
     "beam": Method(run_beam, "beam search for the largest p^alpha * phi (inference.search.beam_search)",
-                   _TARGET | {"expansions"}, batched=False),
+                   _TARGET | {"expansions", "prm"}, batched=False),
     "self-consistency": Method(run_self_consistency, "majority vote of n samples (inference.search.self_consistency)",
                                _TARGET, batched=False),
     "power-smc-adaptive": Method(run_power_smc_adaptive, "Power-SMC with adaptive tempering "
@@ -302,7 +316,7 @@ def prepare(config, lm) -> Session:
                              "self-consistency"):
         return session
     factors = []
-    if config.task == "arithmetic" and config.method in ("smc", "smc-steer", "pf"):
+    if config.task in ("arithmetic", "multistep") and config.method in ("smc", "smc-steer", "pf"):
         from genppl.tasks import arithmetic
 
         session.step_delimiter = step_delimiter(lm, arithmetic.STEP_DELIMITER)
@@ -317,7 +331,31 @@ def prepare(config, lm) -> Session:
         session.potential = f if session.potential is None else session.potential * f
     if config.learned is not None:
         session.learned = learned_guide(lm, config.learned, config.learned_rank)
+    if getattr(config, "prm", None) is not None:
+        session.reward = load_reward(config.prm)
     return session
+
+
+def load_reward(spec: str):
+    """The reward of ``--prm``: ``verifier`` -> ``tasks.arithmetic.step_reward`` (a host
+    function of texts); ``prm`` -> the bundled trained PRM; else the PRM checkpoint at ``spec``."""
+    if spec == "verifier":
+        from genppl.tasks import arithmetic
+
+        return arithmetic.step_reward
+    from genppl import models
+
+    return models.load_prm(None if spec == "prm" else spec)
+
+
+def step_reward_potential(session: Session):
+    """pi ∝ p prod_k r(x_<=k) for the session's reward (``ppl.PRMReward`` for a trained PRM,
+    ``ppl.StepReward`` for a host function)."""
+    from genppl import models, ppl
+
+    if isinstance(session.reward, models.ProcessRewardModel):
+        return ppl.PRMReward(session.reward, session.lm.tokenizer)
+    return ppl.StepReward(session.reward, session.lm.tokenizer)
 
 
 def structured_potentials(config, lm) -> list:

@@ -159,3 +159,24 @@ def test_multi_process_flags_come_together_and_are_checked(capsys):
         with pytest.raises(SystemExit) as exit_:
             parse_args(argv)
         assert exit_.value.code == 2 and message in capsys.readouterr().err
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "sample", "--prm", "prm"], "--prm applies to --method pf, best-of-n, beam"),
+    (["--method", "pf", "--prm", "/no/such/prm"], "--prm /no/such/prm: not 'verifier', 'prm'"),
+    (["--method", "best-of-n", "--task", "sentences", "--prm", "verifier"], "--prm scores worked solutions"),
+    (["--method", "beam", "--prm", "verifier"], "give beam search --expansions K"),
+    (["--task", "bogus"], "invalid choice"),
+])
+def test_task_and_prm_options(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genppl: error:") and message in err and err.count("\n") == 1
+
+
+def test_task_and_prm_defaults():
+    assert parse_args(["--method", "pf"]).prm == "verifier"  # the step checks, as before --prm existed
+    assert parse_args(["--method", "best-of-n"]).prm is None
+    assert parse_args(["--method", "pf", "--prm", "prm"]).prm == "prm"
+    multistep = parse_args(["--task", "multistep"])
+    assert multistep.max_new_tokens == 128 and multistep.task == "multistep"

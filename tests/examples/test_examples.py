@@ -94,3 +94,29 @@ def test_sharded_smc(model, capsys):
     assert out["global"].layout.mesh_shape == {"data": 8, "model": 1}
     assert out["island"].layout.bytes_moved == 0
     assert "check (the mesh with global resampling gives the one-device tokens and log Z): ok" in capsys.readouterr().out
+@pytest.mark.slow  # three methods, each compiled once per prompt bucket, on the random model (~30 s)
+def test_prm_search(model):
+    out = load("prm_search").main(["--model", model, "--problems", "2", "--n", "4", "--max-new-tokens", "24"])
+    assert out["check"] and out["problems"] == 2 and len(out["accuracy"]) == 3
+
+
+@pytest.mark.slow  # four samplers of p^alpha or temperature 1/alpha (~40 s)
+def test_power_vs_temperature(model):
+    out = load("power_vs_temperature").main(["--model", model, "--problems", "1", "--n", "2",
+                                             "--max-new-tokens", "16"])
+    assert out["check"] and len(out["rows"]) == 4
+    assert all(1.0 <= r["distinct"] <= 2.0 for r in out["rows"].values())
+
+
+@pytest.mark.slow  # compiles a LoRA training step and two SMC sweeps (~40 s)
+def test_amortised_proposal(model):
+    out = load("amortised_proposal").main(["--model", model, "--steps", "2", "--samples", "2", "--n", "4",
+                                           "--problems", "1", "--max-new-tokens", "8"])
+    assert out["check"] and set(out["ess"]) == {"base (locally optimal)", "learned LoRA"}
+
+
+@pytest.mark.slow  # distils a small HMM, then eight SMC sweeps (~40 s)
+def test_keyword_constraints(model):
+    out = load("keyword_constraints").main(["--model", model, "--n", "4", "--max-new-tokens", "10",
+                                            "--hmm-states", "4", "--hmm-samples", "64"])
+    assert out["check"] and len(out["rows"]) == 12
