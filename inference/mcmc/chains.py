@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genppl import distributed
 from genppl.models.interface import InputError, as_key, check_positive_int
 from genppl.ppl.program import Program
 
@@ -78,9 +79,13 @@ iterate_jit = jax.jit(iterate, static_argnums=0)
 
 
 def run_chains(program: Program, kernel, num_chains: int, num_iterations: int, key=0, *,
-               init_particles: int = 64) -> ChainResult:
+               init_particles: int = 64, mesh=None) -> ChainResult:
     """Run ``num_chains`` chains of ``kernel`` (:func:`inference.smc.conditional.particle_gibbs`
     or :func:`program_mh`) for ``num_iterations`` iterations on ``program``.
+
+    ``mesh`` (what :func:`genppl.distributed.as_mesh` takes): the chains split over the mesh's
+    data axis (``num_chains`` a multiple of its size), the weights replicated; the same chains
+    as on one device (the initial references are drawn on one device).
 
     >>> import jax
     >>> from genppl import models, ppl
@@ -102,7 +107,12 @@ def run_chains(program: Program, kernel, num_chains: int, num_iterations: int, k
     ids, lengths = draw_references(program, num_chains, k_init, init_particles)
     state = PGState(ids, lengths) if isinstance(kernel, ParticleGibbs) else force(program, ids, lengths)
     keys = jax.random.split(k_run, (num_iterations, num_chains))
-    final, (refs, lens, log_p, accepted, tokens) = iterate_jit(kernel, program, state, keys)
+    mesh, lm, state, _ = distributed.spread(mesh, program.lm, num_chains, state)
+    with distributed.on(mesh):
+        final, out = iterate_jit(kernel, program.replace(lm=lm), state, keys)
+    if distributed.spans_processes(mesh):  # other processes hold some chains: gather them
+        out = distributed.to_host(out)
+    refs, lens, log_p, accepted, tokens = out
     refs, lens = np.asarray(refs), np.asarray(lens)
     draws = [[tuple(int(t) for t in refs[i, c, :lens[i, c]]) for c in range(num_chains)]
              for i in range(num_iterations)]

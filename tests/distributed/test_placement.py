@@ -245,3 +245,16 @@ def test_variational_trainer_on_eight_devices_equals_one_device(lm):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="the objective's num_samples=6 does not split"):
         variational.Trainer(variational.trajectory_balance(guide, 6), optax.adam(0.05), program, mesh=DEVICES)
+
+
+@pytest.mark.slow  # two kernels, each compiled on one device and on the mesh (~20 s)
+def test_mcmc_chains_on_eight_devices_equal_one_device(lm):
+    from genppl.inference import mcmc
+
+    program = ppl.Program(lm, [1], max_new_tokens=4, alpha=2.0)
+    for kernel in (smc.conditional.particle_gibbs(2), mcmc.program_mh()):
+        one = mcmc.run_chains(program, kernel, 8, 3, key=5, init_particles=8)
+        eight = mcmc.run_chains(program, kernel, 8, 3, key=5, init_particles=8, mesh=DEVICES)
+        assert eight.draws == one.draws
+        np.testing.assert_array_equal(eight.trace_log_p, one.trace_log_p)
+        np.testing.assert_array_equal(eight.accepted, one.accepted)
