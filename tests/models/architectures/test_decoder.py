@@ -224,14 +224,13 @@ def test_decode_steps_read_the_kv_cache_in_place(llama_lm, monkeypatch):
     assert not relayouts, f"the decode step copies or transposes the KV cache: {relayouts}"
 
 
+@pytest.mark.parametrize("arch", ["mistral"], indirect=True)
 def test_shared_prompt_cache_equals_the_full_pass(arch):
     """A prompt's cache held once for all rows (``prompt_k``/``prompt_v`` with a leading axis of
     1, ``offset`` = prompt length) plus each row's own generated keys: one-token decode steps
     and a multi-token pass give the logits of the full causal pass. Run on Mistral, whose
     sliding window crosses the prompt/generated boundary (without a window the path is the same
     code, and every TransformerLM test in tests/models and tests/inference runs through it)."""
-    if arch["name"] != "mistral":
-        pytest.skip("the shared-prompt path is architecture-independent; the sliding-window case covers it")
     config, forward = arch["config"], arch["forward"]
     P, prompt_len = 8, 6  # the prompt is padded to P slots; rows use the first prompt_len
     tokens = random_tokens(9, (B, L))
