@@ -15,7 +15,8 @@
   beam search (tokens or steps), self-consistency.
 * :mod:`inference.records` — run records: ``save(result, path)`` / ``load(path)`` (also
   ``result.save(path)``) and ``replay(record)``, which reruns and checks bit-identical output;
-  :mod:`inference.progress` — progress bars fed from inside compiled sweeps.
+  :mod:`inference.progress` (the same module as :mod:`models.progress`) — progress bars for
+  compiled sweeps, which run as a few chunks of one compiled program.
 
 >>> import jax
 >>> from genppl import models, ppl, inference
@@ -26,7 +27,9 @@
 (32,)
 """
 
-from . import mcmc, power, progress, records, search, smc, variational
+from genppl.models import progress  # one module under both names: setting progress.CHUNKS here sets it there
+
+from . import mcmc, power, records, search, smc, variational
 from .records import load, replay, save
 
 __all__ = ["load", "mcmc", "power", "progress", "records", "replay", "save", "search", "smc", "variational"]
