@@ -29,7 +29,7 @@ def main(argv=None):
     p.add_argument("--task", default=None)
     p.add_argument("--model", default=None)
     p.add_argument("--prm", default=None)
-    p.add_argument("--max-new-tokens", default=None, help="token cap of (a)-(c) (e.g. 144 on the reasoner)")
+    p.add_argument("--max-new-tokens", default=None, help="token cap of (a)-(c) (default: the task's MAX_NEW_TOKENS)")
     p.add_argument("--only", nargs="+", choices=["prm", "power", "amortised", "ctrlg"], default=None)
     args = p.parse_args(argv)
     common = ["--quick"] if args.quick else []

@@ -59,31 +59,14 @@ def parse_args(argv=None):
     p.add_argument("--train-problems", type=int, default=64)
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="token cap per answer (default: the task's MAX_NEW_TOKENS)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     testbed.resolve_counts(args, problems=32, dev=0, quick_problems=8)
     args.steps = args.steps or (8 if args.quick else 60)
     args.samples = args.samples or (8 if args.quick else 16)
     return args
-
-
-class BatchTrajectoryBalance(variational.TrajectoryBalance):
-    """Trajectory balance with log Z at its per-batch optimum (the log-variance loss):
-    mean over x ~ q of (c + log q(x) - log pi_unnorm(x))^2 with c = mean(log pi_unnorm - log q)
-    (stop-gradient), so one objective serves prompts with different log Z."""
-
-    name = "trajectory balance (log Z per batch)"
-
-    def loss(self, params, key, program, batch=None):
-        _, tr = self.from_q(params, key, program, self.num_samples)
-        logt = jax.lax.stop_gradient(tr.log_target_total)
-        ok = jnp.isfinite(logt)
-        d = tr.log_q_total - jnp.where(ok, logt, 0.0)
-        count = jnp.maximum(jnp.sum(ok), 1)
-        log_z = -jax.lax.stop_gradient(jnp.sum(jnp.where(ok, d, 0.0)) / count)
-        loss = jnp.sum(jnp.where(ok, (log_z + d) ** 2, 0.0)) / count
-        return loss, {"log_z": log_z}
 
 
 def training_problems(task, n, seed):
@@ -199,13 +182,14 @@ def main(argv=None):
     args = parse_args(argv)
     clock = testbed.Clock()
     task = testbed.load_task(args.task)
+    args.max_new_tokens = args.max_new_tokens or task.max_new_tokens
     lm = models.load(args.model)
     setup = Setup(args, lm, task)
     print(f"# (c) amortisation: {lm!r}, task {args.task}, target {args.target}", flush=True)
     train_set = training_problems(task, args.train_problems, args.seed)
     proposals = {"base proposal (SMC)": (lambda prog: prog, setup.base)}
     costs = {}
-    for name, make in (("LoRA, trajectory balance", lambda g: BatchTrajectoryBalance(g, args.samples)),
+    for name, make in (("LoRA, trajectory balance", lambda g: variational.trajectory_balance(g, args.samples, log_z="batch")),
                        ("LoRA, forward KL from SMC", lambda g: variational.forward_kl(g, args.samples))):
         guide = variational.Guide(proposal=models.LoRA(lm, rank=args.rank))
         params, costs[name] = train(setup, guide, make(guide), train_set, args)

@@ -22,7 +22,7 @@ Columns: success rate (the method returns a sentence that satisfies K; an SMC ru
 when some particle is alive at the end), E[log p_LM] of the returned sentences (the weighted
 mean over live particles; rejection: the mean over accepted samples), and fluency: the
 (weighted) share of returned sentences that parse under the grammar's five sentence shapes
-(:func:`grammatical`). 95% intervals over keyword sets (Wilson for success, bootstrap
+(``tasks.sentences.is_grammatical``). 95% intervals over keyword sets (Wilson for success, bootstrap
 otherwise). The HMM size and fit are fixed in advance (no tuning).
 """
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -48,38 +47,6 @@ from genppl.ppl.automata import TokenDFA  # noqa: E402
 from genppl.tasks import sentences as S  # noqa: E402
 
 METHODS = ("rejection sampling", "DFA mask + locally optimal SMC", "HMM x DFA guide (SMC)")
-
-
-# ---- the grammar, as a fluency check -----------------------------------------------------
-def _alt(words) -> str:
-    return "(?:" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + ")"
-
-
-def _grammar() -> re.Pattern:
-    adj, anim, thing, place = _alt(S.ADJECTIVES), _alt(S.ANIMATES), _alt(S.THINGS), _alt(S.PLACES)
-    vt, vi = _alt(S.TRANSITIVE_VERBS), _alt(S.INTRANSITIVE_VERBS)
-    vip = _alt({p for p, _ in S.INTRANSITIVE_VERBS.values()})
-    subj = f"the (?:{adj} )?{anim}"
-    obj = f"(?:a|an|the) (?:{adj} )?{thing}"
-    where = f"(?:to|in|near|at|behind|by) the {place}"
-    shapes = [f"{subj} {vt} {obj}(?: {where})?",
-              f"{subj} {vi}(?: {_alt(S.ADVERBS)})?(?: {where})?",
-              f"in the {place}, {subj} {vt} {obj}",
-              f"{subj} {vt} {obj} and {subj} {vi}(?: {where})?",
-              f"{subj} and {subj} {vip}(?: {where})?"]
-    return re.compile("(?:" + "|".join(shapes) + r")\.")
-
-
-GRAMMAR = _grammar()
-
-
-def grammatical(text: str) -> bool:
-    """Whether ``text`` (a leading "S:" ignored) is one sentence of the grammar's five shapes
-    (tasks.sentences): word order, articles and prepositions, not only the vocabulary."""
-    body = text.strip()
-    if body.startswith(S.prompt_text()):
-        body = body[len(S.prompt_text()):].strip()
-    return bool(GRAMMAR.fullmatch(body))
 
 
 # ---- keyword sets ---------------------------------------------------------------------------
@@ -146,7 +113,7 @@ def summarise_smc(result, keywords) -> dict:
     if not live.any():
         return {"success": 0.0, "log_p": np.nan, "fluent": np.nan, "tokens": sum(map(len, result.token_ids))}
     ok = np.array([S.satisfies_keywords(t, keywords) for t in result.texts])
-    fluent = np.array([grammatical(t) for t in result.texts], float)
+    fluent = np.array([S.is_grammatical(t) for t in result.texts], float)
     return {"success": float((w * ok).sum() > 0.5), "log_p": float(w @ np.where(live, result.log_p, 0.0)),
             "fluent": float(w @ fluent), "tokens": sum(map(len, result.token_ids))}
 
@@ -171,7 +138,7 @@ def run(args, lm, log=print):
             row = table["rejection sampling", k]
             row["success"].append(float(bool(hits)))
             row["log_p"].append(float(np.mean(plain.log_probs[hits])) if hits else np.nan)
-            row["fluent"].append(float(grammatical(plain.texts[hits[0]])) if hits else np.nan)
+            row["fluent"].append(float(S.is_grammatical(plain.texts[hits[0]])) if hits else np.nan)
             row["tokens"].append(int(np.sum(plain.num_tokens)))
             tdfa = circuits.constraint_dfa(lm, keywords=keywords)
             tdfa = pad_dfa(tdfa, padded_size(tdfa.num_states))

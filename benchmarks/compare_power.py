@@ -49,7 +49,8 @@ def parse_args(argv=None):
     testbed.common_arguments(p, problems=40, dev=0, quick_problems=12)
     p.add_argument("--n", type=int, default=None, help="answers per problem (default 8; --quick 4)")
     p.add_argument("--alphas", type=float, nargs="+", default=[2.0, 4.0])
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="token cap per answer (default: the task's MAX_NEW_TOKENS)")
     p.add_argument("--block-size", type=int, default=16, help="MH: tokens per block B")
     p.add_argument("--num-mcmc", type=int, default=2, help="MH: steps per block")
     p.add_argument("--rollouts", type=int, default=2, help="rollout power sampling: M")
@@ -174,6 +175,7 @@ def main(argv=None):
     args = parse_args(argv)
     clock = testbed.Clock()
     task = testbed.load_task(args.task)
+    args.max_new_tokens = args.max_new_tokens or task.max_new_tokens
     lm = models.load(args.model)
     print(f"# (b) power comparison: {lm!r}, task {args.task}, alphas {args.alphas}, n {args.n}", flush=True)
     problems = testbed.split(task, "eval", args.problems)

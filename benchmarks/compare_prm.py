@@ -58,7 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--prm", default="verifier", help="reward: 'verifier' (arithmetic step checks), 'prm' "
                    "(the bundled trained PRM) or a PRM checkpoint directory")
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="N values (default 1 2 4 ... 64)")
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="token cap per answer (default: the task's MAX_NEW_TOKENS)")
     p.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.5, 2.0],
                    help="dev candidates for beta (ties go to the first, the default 1)")
     p.add_argument("--expansions", type=int, nargs="+", default=[4, 2],
@@ -230,6 +231,7 @@ def main(argv=None):
     args = parse_args(argv)
     clock = testbed.Clock()
     task = testbed.load_task(args.task)
+    args.max_new_tokens = args.max_new_tokens or task.max_new_tokens
     lm = models.load(args.model)
     reward = testbed.load_reward(args.prm, lm)
     runner = Runner(lm, task, reward, args.max_new_tokens)

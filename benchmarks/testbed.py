@@ -60,6 +60,11 @@ class Task:
         return answer is not None and answer == problem.answer
 
     @property
+    def max_new_tokens(self) -> int:
+        """The task's token budget per answer (``MAX_NEW_TOKENS``; 96 if it has none)."""
+        return getattr(self.module, "MAX_NEW_TOKENS", 96)
+
+    @property
     def step_delimiter(self) -> str:
         return getattr(self.module, "STEP_DELIMITER", ". ")
 

@@ -273,7 +273,7 @@ DEFAULTS = {
     "target_ess": 0.5,
 }
 #: the tasks of --task: name -> default max_new_tokens (word problems write worked equations)
-TASKS = {"arithmetic": 96, "multistep": 128, "sentences": 32}
+TASKS = {"arithmetic": 96, "multistep": 144, "sentences": 32}
 #: tasks whose answers are worked equations (step verifier, step rewards, "The answer is N")
 WORD_PROBLEMS = ("arithmetic", "multistep")
 #: method-specific options (argparse dests): each must be taken by the chosen method when given

@@ -97,34 +97,58 @@ def encode_docs(hf, docs: list[str]) -> list[list[int]]:
     return [e.ids for e in backend.encode_batch(docs, add_special_tokens=False)]
 
 
-def pack(doc_ids: list[list[int]], row_len: int, eot: int, open_rows: int = 32):
+def question_lengths(hf, docs: list[str], doc_ids: list[list[int]]) -> list[int]:
+    """Tokens of each word problem up to and including its ``"A:"`` (0 for other documents):
+    the part ``--answer-loss`` leaves out of the loss."""
+    heads = [d[: d.index("\nA:") + 3] if d.startswith("Q:") and "\nA:" in d else "" for d in docs]
+    out = []
+    for head, ids in zip(heads, encode_docs(hf, heads)):
+        k = len(ids) if head else 0
+        while k and ids[:k] != doc_ids[len(out)][:k]:  # a merge across the cut: keep the common part
+            k -= 1
+        out.append(k)
+    return out
+
+
+def pack(doc_ids: list[list[int]], row_len: int, eot: int, open_rows: int = 32, skip=None):
     """Pack ``[eot] + doc`` chunks into rows of ``row_len`` tokens, whole documents only.
 
     Each row is ``eot d1 eot d2 ... eot dk eot pad...``: it starts with ``eot`` and every
     document in it is followed by ``eot``. First fit over a window of ``open_rows`` rows.
     Returns tokens [R, row_len] int32 and a loss mask [R, row_len - 1] for the targets
-    ``tokens[:, 1:]``.
+    ``tokens[:, 1:]``. ``skip[d]`` (optional): how many leading tokens of document ``d`` are
+    left out of the loss (its question, to train on the answers only).
     """
     rows: list[list[int]] = []
     window: list[list[int]] = []
-    for ids in doc_ids:
+    # the targets of each row left out of the loss, as (row, first target, end target)
+    holes: list[tuple[int, int, int]] = []
+    for d, ids in enumerate(doc_ids):
         chunk = list(ids) + [eot]
         if len(chunk) + 1 > row_len:
             raise ValueError(f"a document of {len(ids)} tokens does not fit a row of {row_len}")
         for row in window:
             if len(row) + len(chunk) <= row_len:
+                start = len(row)
                 row.extend(chunk)
                 break
         else:
             if len(window) >= open_rows:
                 rows.append(window.pop(0))
             window.append([eot] + chunk)
+            row, start = window[-1], 1
+        if skip is not None and skip[d]:
+            # target t predicts token t + 1: the document's first skip[d] tokens are targets start-1..
+            holes.append((id(row), start - 1, start - 1 + skip[d]))
     rows.extend(window)
     tokens = np.full((len(rows), row_len), eot, np.int32)
     mask = np.zeros((len(rows), row_len - 1), np.float32)
+    index = {id(row): i for i, row in enumerate(rows)}
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = row
         mask[i, : len(row) - 1] = 1.0
+    for key, lo, hi in holes:
+        mask[index[key], lo:hi] = 0.0
     return tokens, mask
 
 
@@ -413,7 +437,7 @@ def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: in
             real = len(part)
             part = part + [part[-1]] * (chunk - real)  # one shape for every call
             key, sub = jax.random.split(key)
-            out = models.sample(lm, part, n, 128, key=sub, temperature=temperature)
+            out = models.sample(lm, part, n, multistep.MAX_NEW_TOKENS, key=sub, temperature=temperature)
             for b in range(real):
                 texts += list(out[b].texts)
                 finished += [bool(f) for f in out[b].finished]
@@ -482,6 +506,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-split", choices=["dev", "eval"], default="dev", help="multistep split to measure")
     p.add_argument("--reasoner", action="store_true",
                    help="the second bundled model's settings (models/bundled-reasoner; see its README)")
+    p.add_argument("--answer-loss", action="store_true",
+                   help="train word problems on their answers only (the question is context, not a target)")
     p.add_argument("--eval-only", action="store_true", help="only evaluate the checkpoint at --out")
     p.add_argument("--skip-eval", action="store_true")
     args = p.parse_args(argv)
@@ -527,7 +553,8 @@ def main(argv=None):
             hf_tok = train_tokenizer(docs, args.vocab_size, args.max_positions)
         vocab = len(hf_tok)
         doc_ids = encode_docs(hf_tok, docs)
-        tokens, mask = pack(doc_ids, args.seq_len + 1, eot=0)
+        skip = question_lengths(hf_tok, docs, doc_ids) if args.answer_loss else None
+        tokens, mask = pack(doc_ids, args.seq_len + 1, eot=0, skip=skip)
         n_tok = sum(map(len, doc_ids)) + len(doc_ids)
         arith_len = [len(i) for i, d in zip(doc_ids, docs) if d.startswith("Q:")]
         sent_len = [len(i) for i, d in zip(doc_ids, docs) if d.startswith("S:")] or [0]
@@ -546,7 +573,7 @@ def main(argv=None):
             (where / "generation_config.json").write_text(json.dumps({
                 "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, "do_sample": True,
                 "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                "max_new_tokens": 128 if args.task == "multistep" else 64,
+                "max_new_tokens": multistep.MAX_NEW_TOKENS if args.task == "multistep" else 64,
             }, indent=2) + "\n")
 
         def save_step(decoder, it):

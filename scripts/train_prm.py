@@ -182,7 +182,7 @@ def main(argv=None):
     p.add_argument("--rollouts", type=int, default=4, help="policy samples per problem")
     p.add_argument("--completions", type=int, default=4, help="Monte-Carlo completions per step prefix")
     p.add_argument("--dev-problems", type=int, default=48, help="held-out dev problems for the AUC")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=multistep.MAX_NEW_TOKENS)
     p.add_argument("--chunk", type=int, default=32, help="prompts per compiled sampling call")
     p.add_argument("--steps", type=int, default=150, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=16)

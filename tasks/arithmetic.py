@@ -34,13 +34,15 @@ __all__ = [
     "Problem", "generate_problem", "prompt_text", "document", "extract_answer", "is_correct",
     "steps", "step_checks", "check_steps", "step_score", "eval_problems", "accuracy",
     "equations_hold", "step_reward", "majority_vote", "weighted_vote", "score",
-    "EVAL_SEED", "STEP_DELIMITER", "MAX_VALUE", "WRONG_STEP_REWARD",
+    "EVAL_SEED", "STEP_DELIMITER", "MAX_VALUE", "MAX_NEW_TOKENS", "WRONG_STEP_REWARD",
 ]
 
 #: Seed of the held-out evaluation set; training corpora use other seeds and exclude it.
 EVAL_SEED = 1_000_003
 #: Every intermediate value lies in [0, MAX_VALUE].
 MAX_VALUE = 60
+#: Token budget of a worked answer (the longest, with EOS, is about 55 tokens with the bundled tokenizer).
+MAX_NEW_TOKENS = 96
 #: Steps of the worked answer end with this string.
 STEP_DELIMITER = ". "
 #: :func:`step_reward` of a partial solution: this to the power of its wrong equations.

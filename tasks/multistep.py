@@ -45,7 +45,7 @@ from . import arithmetic
 __all__ = [
     "Problem", "generate_problem", "problems", "prompt_text", "document", "extract_answer",
     "is_correct", "check", "accuracy", "reference_steps", "steps_on_track", "on_track", "held_out_questions",
-    "EVAL_SEED", "DEV_SEED", "HELD_OUT", "MAX_VALUE", "STEPS", "DISTRACTORS", "SPLITS",
+    "EVAL_SEED", "DEV_SEED", "HELD_OUT", "MAX_VALUE", "MAX_NEW_TOKENS", "STEPS", "DISTRACTORS", "SPLITS",
 ]
 
 #: Seeds of the held-out streams; training streams use other seeds and exclude both sets.
@@ -55,6 +55,9 @@ DEV_SEED = 2_000_033
 HELD_OUT = 2000
 #: Every count lies in [0, MAX_VALUE].
 MAX_VALUE = 99
+#: Token budget that fits every worked answer of the default difficulty with the bundled
+#: tokenizer (the longest, with EOS, is 144 tokens; the mean about 108).
+MAX_NEW_TOKENS = 144
 #: Default range (inclusive) of the number of equations in the worked answer.
 STEPS = (3, 6)
 #: Default range (inclusive) of the number of distractor sentences.

@@ -35,7 +35,7 @@ __all__ = [
     "VOCABULARY", "ANIMATES", "THINGS", "PLACES", "ADJECTIVES", "TRANSITIVE_VERBS",
     "INTRANSITIVE_VERBS", "ADVERBS", "FUNCTION_WORDS", "CONTENT_WORDS", "generate_sentence",
     "prompt_text", "document", "words", "in_vocabulary", "keyword_coverage",
-    "satisfies_keywords", "is_well_formed", "keyword_sets", "witness_sentences", "score",
+    "satisfies_keywords", "is_well_formed", "is_grammatical", "keyword_sets", "witness_sentences", "score",
 ]
 
 ANIMATES = tuple("""
@@ -228,6 +228,36 @@ def is_well_formed(text: str) -> bool:
     ignored. It checks the vocabulary, not the grammar."""
     body = _body(text)
     return bool(_WELL_FORMED.fullmatch(body)) and in_vocabulary(body)
+
+
+def _alternatives(words) -> str:
+    return "(?:" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + ")"
+
+
+def _grammar() -> re.Pattern:
+    """The five sentence shapes of :func:`generate_sentence` as one regular expression."""
+    adj, anim, thing, place = (_alternatives(w) for w in (ADJECTIVES, ANIMATES, THINGS, PLACES))
+    vt, vi = _alternatives(TRANSITIVE_VERBS), _alternatives(INTRANSITIVE_VERBS)
+    vi_plural = _alternatives({plural for plural, _ in INTRANSITIVE_VERBS.values()})
+    subject = f"the (?:{adj} )?{anim}"
+    obj = f"(?:a|an|the) (?:{adj} )?{thing}"
+    where = f"(?:to|{'|'.join(_STATIC_PREPOSITIONS)}) the {place}"
+    shapes = [f"{subject} {vt} {obj}(?: {where})?",
+              f"{subject} {vi}(?: {_alternatives(ADVERBS)})?(?: {where})?",
+              f"in the {place}, {subject} {vt} {obj}",
+              f"{subject} {vt} {obj} and {subject} {vi}(?: {where})?",
+              f"{subject} and {subject} {vi_plural}(?: {where})?"]
+    return re.compile("(?:" + "|".join(shapes) + r")\.")
+
+
+_GRAMMAR = _grammar()
+
+
+def is_grammatical(text: str) -> bool:
+    """Whether ``text`` (a leading ``"S:"`` and white space ignored) is one sentence of the
+    grammar's five shapes: word order, articles and prepositions, not only the vocabulary
+    (:func:`is_well_formed`). A fluency check for constrained generation."""
+    return bool(_GRAMMAR.fullmatch(_body(text)))
 
 
 def _keyword_triple(rng: random.Random) -> tuple[tuple[str, str, str], str]:

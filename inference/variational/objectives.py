@@ -229,23 +229,40 @@ def check_source(source):
 class TrajectoryBalance(Objective):
     """GFlowNet trajectory balance: mean over x ~ q of (log Z_theta + log q(x) - log pi_unnorm(x))^2.
 
-    At its minimum q = pi and log Z_theta = log Z (``params["log_z"]``). Samples with
-    pi_unnorm = 0 carry no signal and are skipped (:func:`tilted_target` never proposes those
-    that a token-level constraint rules out).
+    ``log_z="learned"``: log Z_theta is a parameter (``params["log_z"]``); at the minimum
+    q = pi and log Z_theta = log Z, so it serves one target (one prompt). ``log_z="batch"``:
+    log Z_theta is set, without gradient, to its optimum for the batch, the mean of
+    log pi_unnorm - log q (the log-variance loss), so one guide can be trained over prompts
+    whose log Z differ. Samples with pi_unnorm = 0 carry no signal and are skipped
+    (:func:`tilted_target` never proposes those that a token-level constraint rules out).
     """
 
     name = "trajectory balance"
 
+    def __init__(self, guide: Guide, num_samples: int, log_z: str = "learned"):
+        super().__init__(guide, num_samples)
+        if log_z not in ("learned", "batch"):
+            raise InputError(f"log_z must be 'learned' (a parameter, one target) or 'batch' (its optimum "
+                             f"per batch, for many prompts), got {log_z!r}")
+        self.log_z = log_z
+        if log_z == "batch":
+            self.name = "trajectory balance (log Z per batch)"
+
     def init(self, key):
-        return {"guide": self.guide.init(key), "log_z": jnp.zeros((), jnp.float32)}
+        params = {"guide": self.guide.init(key)}
+        if self.log_z == "learned":
+            params["log_z"] = jnp.zeros((), jnp.float32)
+        return params
 
     def loss(self, params, key, program, batch=None):
         _, tr = self.from_q(params, key, program, self.num_samples)
         logt = sg(tr.log_target_total)
         ok = jnp.isfinite(logt)
-        resid = params["log_z"] + tr.log_q_total - jnp.where(ok, logt, 0.0)
-        loss = jnp.sum(jnp.where(ok, resid**2, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
-        return loss, {"log_z": params["log_z"]}
+        count = jnp.maximum(jnp.sum(ok), 1)
+        d = tr.log_q_total - jnp.where(ok, logt, 0.0)
+        log_z = params["log_z"] if self.log_z == "learned" else -sg(jnp.sum(jnp.where(ok, d, 0.0)) / count)
+        loss = jnp.sum(jnp.where(ok, (log_z + d) ** 2, 0.0)) / count
+        return loss, {"log_z": log_z}
 
 
 class SubTrajectoryBalance(Objective):
@@ -361,9 +378,10 @@ def forward_kl(guide, num_samples: int = 32, source=smc_samples) -> ForwardKL:
     return ForwardKL(guide, num_samples, source)
 
 
-def trajectory_balance(guide, num_samples: int = 16) -> TrajectoryBalance:
-    """GFlowNet trajectory balance with a learned log Z."""
-    return TrajectoryBalance(guide, num_samples)
+def trajectory_balance(guide, num_samples: int = 16, log_z: str = "learned") -> TrajectoryBalance:
+    """GFlowNet trajectory balance with a learned log Z (``log_z="learned"``: one target) or
+    log Z at its per-batch optimum (``log_z="batch"``: many prompts)."""
+    return TrajectoryBalance(guide, num_samples, log_z)
 
 
 def subtrajectory_balance(guide, num_samples: int = 16) -> SubTrajectoryBalance:

@@ -90,14 +90,10 @@ def test_write_section_replaces_between_markers(testbed, tmp_path):
     assert text.index("replaced") < text.index("second")  # a rerun keeps the section's place
 
 
-def test_grammar_check_and_keyword_sets():
+def test_keyword_sets():  # (the grammar check is tasks.sentences.is_grammatical, tested there)
     ctrlg = load("compare_ctrlg")
     from genppl.tasks import sentences
 
-    for i in range(200):  # every sentence the grammar generates parses
-        assert ctrlg.grammatical("S: " + sentences.generate_sentence(i)), sentences.generate_sentence(i)
-    for bad in ("the dog.", "dog the carries ball.", "the dog carries a ball", "the dog carries a ball to the."):
-        assert not ctrlg.grammatical(bad)
     for k in (1, 2, 3, 4):
         for keywords in ctrlg.keyword_sets(k, 5, 0):
             assert len(set(keywords)) == k and all(w in sentences.CONTENT_WORDS for w in keywords)

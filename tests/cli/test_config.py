@@ -179,4 +179,4 @@ def test_task_and_prm_defaults():
     assert parse_args(["--method", "best-of-n"]).prm is None
     assert parse_args(["--method", "pf", "--prm", "prm"]).prm == "prm"
     multistep = parse_args(["--task", "multistep"])
-    assert multistep.max_new_tokens == 128 and multistep.task == "multistep"
+    assert multistep.max_new_tokens == 144 and multistep.task == "multistep"

@@ -79,3 +79,23 @@ def test_score():
     assert sentences.score(texts, keywords=["park"])["keywords_satisfied"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         sentences.score(texts, [1.0])
+
+
+def test_generated_sentences_are_grammatical_and_reordered_ones_are_not():
+    rng = random.Random(1)
+    drawn = [sentences.generate_sentence(rng) for _ in range(2000)]
+    assert all(sentences.is_grammatical(s) for s in drawn)
+    assert sentences.is_grammatical("S: " + drawn[0])
+    # the same words in another order (vocabulary and form still fine) fail the grammar
+    swapped = 0
+    for s in drawn[:300]:
+        ws = s[:-1].split()
+        ws[0], ws[-1] = ws[-1], ws[0]
+        other = " ".join(ws) + "."
+        if other != s and sentences.is_well_formed(other):
+            assert not sentences.is_grammatical(other), other
+            swapped += 1
+    assert swapped > 200
+    for bad in ["the dog the runs.", "dog runs.", "the dog runs", "the dog runs to park.", "a dog runs.",
+                "the dog.", "dog the carries ball.", "the dog carries a ball to the."]:
+        assert not sentences.is_grammatical(bad), bad

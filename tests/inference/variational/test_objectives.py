@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from genppl import models
+from genppl.models.interface import InputError
 from genppl.inference import variational
 
 from .shared import (BANNED, EXACT, LM, LM_GUIDE, POWER, TARGET_GUIDE, TINY_EXACT, TINY_GUIDE, TINY_PROGRAM,
@@ -116,6 +117,29 @@ def _check_kls_drop(name, factor):
 def test_trajectory_balance_lowers_both_kls_and_learns_log_z():
     state, log_z = _check_kls_drop("tb", 0.1)
     assert float(state.params["log_z"]) == pytest.approx(log_z, abs=0.05)
+
+
+def test_batch_trajectory_balance_is_learned_log_z_at_the_batch_optimum():
+    # log_z="batch" sets log Z to the minimiser of the squared residuals on the same samples,
+    # so it must give the learned-log-Z loss at that value, and (the loss being flat in log Z
+    # there) the same guide gradient
+    batch_tb = variational.trajectory_balance(TINY_GUIDE, 16, log_z="batch")
+    learned_tb = variational.trajectory_balance(TINY_GUIDE, 16)
+    params, key = random_params(learned_tb), jax.random.key(7)
+    assert set(batch_tb.init(key)) == {"guide"}
+    (loss_b, info), grad_b = jax.value_and_grad(lambda g: batch_tb.loss({"guide": g}, key, TINY_PROGRAM),
+                                                has_aux=True)(params["guide"])
+    at_optimum = {"guide": params["guide"], "log_z": info["log_z"]}
+    (loss_l, _), grad_l = jax.value_and_grad(lambda p: learned_tb.loss(p, key, TINY_PROGRAM), has_aux=True)(at_optimum)
+    assert float(loss_b) == pytest.approx(float(loss_l), rel=1e-5)
+    assert float(grad_l["log_z"]) == pytest.approx(0.0, abs=1e-4)
+    for a, b in zip(jax.tree.leaves(grad_b), jax.tree.leaves(grad_l["guide"])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # any other log Z is worse on these samples
+    worse = dict(at_optimum, log_z=at_optimum["log_z"] + 0.5)
+    assert float(learned_tb.loss(worse, key, TINY_PROGRAM)[0]) > float(loss_l)
+    with pytest.raises(InputError, match="log_z must be"):
+        variational.trajectory_balance(TINY_GUIDE, 16, log_z="per-prompt")
 
 
 @pytest.mark.slow
