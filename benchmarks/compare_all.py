@@ -2,7 +2,7 @@
 
     python benchmarks/compare_all.py --quick          # the few-minute versions
     python benchmarks/compare_all.py                  # default settings
-    python benchmarks/compare_all.py --task multistep --model reasoner --prm prm
+    python benchmarks/compare_all.py --task chains --model reasoner --prm prm
 
 ``--task``, ``--model``, ``--prm`` and ``--max-new-tokens`` go to the comparisons that take them ((a)-(c); (d) runs
 on the sentences task with ``--model``). Wall time per comparison is printed at the end.

@@ -87,7 +87,7 @@ def load_task(name: str) -> Task:
 def split(task: Task, which: str, n: int) -> list:
     """``n`` problems of the ``eval`` split (the task's held-out set) or the ``dev`` split.
 
-    A task with its own splits (``problems(split, n)``, e.g. ``tasks.multistep``) gives them;
+    A task with its own splits (``problems(split, n)``, e.g. ``tasks.chains``) gives them;
     otherwise eval is ``eval_problems(n)`` and dev is the stream for :data:`DEV_SEED` with
     every question of the first 1000 eval problems skipped, so dev and eval never share a
     question."""

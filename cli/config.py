@@ -18,7 +18,7 @@ import os
 
 from genppl.models.interface import InputError
 
-from .methods import METHODS
+from .methods import METHODS, WORD_PROBLEMS
 
 __all__ = ["MH_MOVES", "PROPOSALS", "RESAMPLERS", "RunConfig", "build_parser", "config_from_args", "parse_args"]
 
@@ -42,7 +42,7 @@ genppl: generate with a chosen method on a task, and summarise.
     genppl --method pgas --task sentences --n 4 --iterations 8   # particle Gibbs chains (R-hat, ESS)
     genppl --method best-of-n --n 8          # best of 8 samples by the task's reward
     genppl --method beam --task sentences --n 4                  # token-level beam search, width 4
-    genppl --task multistep --method pf --prm prm --n 16         # harder task, the trained PRM as reward
+    genppl --task chains --method pf --prm prm --n 16            # harder task, the trained PRM as reward
     genppl --method power-smc-adaptive --n 16 --target-ess 0.7  # Power-SMC, exponents by conditional ESS
 
 The SMC methods target p(x)^alpha * phi(x). On the arithmetic task phi is a step verifier
@@ -68,7 +68,7 @@ class RunConfig:
     method: str = "sample"
     model: str | None = None
     dtype: str = "float32"
-    task: str = "arithmetic"          # "arithmetic", "multistep", "sentences", or "prompt" (with --prompt)
+    task: str = "arithmetic"          # "arithmetic", "chains", "multistep", "sentences", or "prompt" (with --prompt)
     prompt: str | None = None
     problems: int = 16                # prompts of the task (1 with --prompt)
     n: int = 8
@@ -167,8 +167,8 @@ def build_parser() -> Parser:
     p.add_argument("--method", default="sample", choices=list(METHODS),
                    help="; ".join(f"{name}: {m.help}" for name, m in METHODS.items()))
     p.add_argument("--task", default=None, choices=list(TASKS),
-                   help="evaluation task (default arithmetic; multistep: the harder word problems, on the "
-                        "'reasoner' model unless --model; not with --prompt)")
+                   help="evaluation task (default arithmetic; chains: the longer word problems, on the "
+                        "'reasoner' model unless --model; multistep: harder still; not with --prompt)")
     p.add_argument("--prompt", default=None, help="generate from this text instead of a task")
     p.add_argument("--problems", type=int, default=None, help="number of task prompts (default 16)")
     p.add_argument("--n", type=int, default=8, help="samples (particles) per prompt")
@@ -273,9 +273,7 @@ DEFAULTS = {
     "target_ess": 0.5,
 }
 #: the tasks of --task: name -> default max_new_tokens (word problems write worked equations)
-TASKS = {"arithmetic": 96, "multistep": 144, "sentences": 32}
-#: tasks whose answers are worked equations (step verifier, step rewards, "The answer is N")
-WORD_PROBLEMS = ("arithmetic", "multistep")
+TASKS = {"arithmetic": 96, "chains": 112, "multistep": 144, "sentences": 32}
 #: method-specific options (argparse dests): each must be taken by the chosen method when given
 OPTIONS = ("temperature", "top_k", "top_p", "alpha", "resampler", "ess_threshold", "proposal", "ban", "regex",
            "beta", "pf_target", "block_size", "num_mcmc", "mh_move", "ramp_tokens", "rejuvenate", "rollouts",
@@ -312,7 +310,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise InputError(f"{flag(name)} must be a positive integer, got {values[name]}")
     if values["max_new_tokens"] is None:
         values["max_new_tokens"] = TASKS.get(task, 32)
-    if task == "multistep" and args.model is None:
+    if task in ("chains", "multistep") and args.model is None:
         from genppl import models
 
         if models.bundled_path("reasoner").is_dir():  # the policy trained on the harder task
@@ -418,11 +416,11 @@ def check(c: RunConfig, given: dict | None = None) -> None:
             name = str(err).split(" ", 1)[0]
             raise InputError(f"{flag(name)}: {err}" if name in ("temperature", "top_k", "top_p") else str(err)) from None
     if c.method == "pf" and c.task not in WORD_PROBLEMS:
-        raise InputError("--method pf scores worked equations, so it needs the arithmetic task (or multistep): "
-                         "drop --prompt and use --task arithmetic or multistep (or use --method smc)")
+        raise InputError("--method pf scores worked equations, so it needs a word-problem task: "
+                         "drop --prompt and use --task arithmetic, chains or multistep (or use --method smc)")
     if c.prm is not None:
         if c.task not in WORD_PROBLEMS:
-            raise InputError(f"--prm scores worked solutions of word problems: use --task arithmetic or multistep, "
+            raise InputError(f"--prm scores worked solutions of word problems: use --task arithmetic, chains or multistep, "
                              f"not {c.task}")
         if c.prm not in ("verifier", "prm") and not os.path.isdir(c.prm):
             raise InputError(f"--prm {c.prm}: not 'verifier', 'prm' (the bundled PRM) or a PRM checkpoint directory")

@@ -21,7 +21,7 @@ import numpy as np
 
 from genppl.models.interface import InputError
 
-from .config import RunConfig, parse_args
+from .config import WORD_PROBLEMS, RunConfig, parse_args
 from .methods import METHODS, encode_prompt, prepare
 
 __all__ = ["PROMPTS_PER_CALL", "jobs", "main", "power_cost", "record_paths", "replay_recipe", "run",
@@ -38,15 +38,17 @@ def jobs(config: RunConfig):
     prompt)."""
     if config.prompt is not None:
         return [(config.prompt, None)]
-    if config.task in ("arithmetic", "multistep"):
-        from genppl.tasks import arithmetic, multistep
+    if config.task in WORD_PROBLEMS:
+        import importlib
 
-        def scorer(problem):  # multistep answers in arithmetic's format: its scoring applies
+        from genppl.tasks import arithmetic
+
+        def scorer(problem):  # the harder tasks answer in arithmetic's format: its scoring applies
             return lambda texts, weights: arithmetic.score(texts, problem, weights)
 
-        task = arithmetic if config.task == "arithmetic" else multistep
+        task = importlib.import_module(f"genppl.tasks.{config.task}")
         problems = arithmetic.eval_problems(config.problems) if task is arithmetic else \
-            multistep.problems("eval", config.problems)
+            task.problems("eval", config.problems)
         return [(task.prompt_text(pb), scorer(pb)) for pb in problems]
     from genppl.tasks import sentences
 

@@ -39,6 +39,9 @@ from typing import Any, Callable
 
 from genppl.models.interface import InputError
 
+#: tasks whose answers are worked equations (step verifier, step rewards, "The answer is N")
+WORD_PROBLEMS = ("arithmetic", "chains", "multistep")
+
 __all__ = ["METHODS", "Method", "Session", "encode_prompt", "prepare", "step_delimiter"]
 
 
@@ -230,7 +233,7 @@ def run_beam(session: Session, prompt_ids, key):
     if c.expansions is not None:  # step level: the task's step boundary, else words
         from genppl.tasks import arithmetic
 
-        delimiter = step_delimiter(session.lm, arithmetic.STEP_DELIMITER if c.task in ("arithmetic", "multistep")
+        delimiter = step_delimiter(session.lm, arithmetic.STEP_DELIMITER if c.task in WORD_PROBLEMS
                                    else " ")
     program = _search_program(session, prompt_ids, delimiter)
     if c.prm is not None:  # beams kept by log p + the sum of log step rewards
@@ -244,7 +247,7 @@ def run_self_consistency(session: Session, prompt_ids, key):
     from genppl.inference import search
 
     c = session.config
-    if c.task in ("arithmetic", "multistep"):
+    if c.task in WORD_PROBLEMS:
         from genppl.tasks import arithmetic
 
         extract = arithmetic.extract_answer
@@ -316,7 +319,7 @@ def prepare(config, lm) -> Session:
                              "self-consistency"):
         return session
     factors = []
-    if config.task in ("arithmetic", "multistep") and config.method in ("smc", "smc-steer", "pf"):
+    if config.task in WORD_PROBLEMS and config.method in ("smc", "smc-steer", "pf"):
         from genppl.tasks import arithmetic
 
         session.step_delimiter = step_delimiter(lm, arithmetic.STEP_DELIMITER)

@@ -2,7 +2,7 @@
 then reused by SMC on prompts it never saw (Hu et al.; variational reasoning).
 
     python examples/amortised_proposal.py                   # 8 steps, rank 4, alpha 4
-    python examples/amortised_proposal.py --steps 60 --task multistep --model reasoner
+    python examples/amortised_proposal.py --steps 60 --model reasoner   # on the reasoner model
 
 Target for each word problem: pi(x) ∝ p(x)^alpha. The base proposal is the locally optimal
 one for it (temperature 1/alpha); the learned proposal is that base tilted by a rank-4 LoRA

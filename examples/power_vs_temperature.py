@@ -2,7 +2,7 @@
 Power-SMC) against temperature 1/alpha, on word problems (Karan & Du; Power-SMC).
 
     python examples/power_vs_temperature.py                        # alpha 4, 4 problems, n = 4
-    python examples/power_vs_temperature.py --task multistep --model reasoner --alpha 2
+    python examples/power_vs_temperature.py --task chains --model reasoner --alpha 2
 
 Temperature 1/alpha samples each token from p_t(v)^alpha / sum_v' p_t(v')^alpha: it sharpens
 every step locally and ignores how the rest of the sequence will go. p(x)^alpha, the product
@@ -24,19 +24,22 @@ import numpy as np
 from genppl import models
 from genppl.cli.methods import encode_prompt
 from genppl.inference import mcmc, power
-from genppl.tasks import arithmetic, multistep
+from genppl.tasks import arithmetic, chains, multistep
+
+TASKS = {"arithmetic": arithmetic, "chains": chains, "multistep": multistep}
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint directory or 'reasoner' (default: bundled)")
-    p.add_argument("--task", choices=["arithmetic", "multistep"], default="arithmetic")
+    p.add_argument("--task", choices=list(TASKS), default="arithmetic")
     p.add_argument("--alpha", type=float, default=4.0)
     p.add_argument("--problems", type=int, default=4)
     p.add_argument("--n", type=int, default=4, help="answers per problem")
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's MAX_NEW_TOKENS")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    args.max_new_tokens = args.max_new_tokens or TASKS[args.task].MAX_NEW_TOKENS
 
     lm = models.load(args.model)
     a, n, T = args.alpha, args.n, args.max_new_tokens
@@ -47,7 +50,7 @@ def main(argv=None) -> dict:
         "Power-SMC": lambda ids, k: power.power_smc(lm, ids, n, T, k, alpha=a),
     }
     problems = arithmetic.eval_problems(args.problems) if args.task == "arithmetic" else \
-        multistep.problems("eval", args.problems)
+        TASKS[args.task].problems("eval", args.problems)
     rows = {}
     for name, run in methods.items():
         acc, logp, distinct, tokens = [], [], [], []

@@ -2,7 +2,7 @@
 and best-of-N at the same number of samples (Puri et al., in miniature).
 
     python examples/prm_search.py                                  # arithmetic, the step verifier as reward
-    python examples/prm_search.py --task multistep --model reasoner --prm prm   # the trained PRM
+    python examples/prm_search.py --task chains --model reasoner --prm prm   # the trained PRM
     python examples/prm_search.py --n 16 --problems 8
 
 For each problem, N generations per method:
@@ -31,19 +31,22 @@ import numpy as np
 from genppl import models, ppl
 from genppl.cli.methods import encode_prompt, load_reward, step_delimiter
 from genppl.inference import search, smc
-from genppl.tasks import arithmetic, multistep
+from genppl.tasks import arithmetic, chains, multistep
+
+TASKS = {"arithmetic": arithmetic, "chains": chains, "multistep": multistep}
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint directory or 'reasoner' (default: bundled)")
-    p.add_argument("--task", choices=["arithmetic", "multistep"], default="arithmetic")
+    p.add_argument("--task", choices=list(TASKS), default="arithmetic")
     p.add_argument("--prm", default="verifier", help="verifier, prm (bundled PRM) or a PRM directory")
     p.add_argument("--problems", type=int, default=4)
     p.add_argument("--n", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's MAX_NEW_TOKENS")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    args.max_new_tokens = args.max_new_tokens or TASKS[args.task].MAX_NEW_TOKENS
 
     lm = models.load(args.model)
     reward = load_reward(args.prm)
@@ -51,7 +54,7 @@ def main(argv=None) -> dict:
         ppl.FinalReward(reward, lm.tokenizer)
     delimiter = step_delimiter(lm, arithmetic.STEP_DELIMITER)
     problems = arithmetic.eval_problems(args.problems) if args.task == "arithmetic" else \
-        multistep.problems("eval", args.problems)
+        TASKS[args.task].problems("eval", args.problems)
     right = collections.defaultdict(list)
     for i, problem in enumerate(problems):
         ids = encode_prompt(lm, arithmetic.prompt_text(problem))

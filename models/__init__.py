@@ -21,7 +21,7 @@ BUNDLED = Path(__file__).parent / "bundled"
 
 
 #: Bundled checkpoints by name: the default model, the second policy trained on the harder
-#: task (``tasks.multistep``), and the process reward model trained on its rollouts.
+#: task (``tasks.chains``), and the process reward model trained on its rollouts.
 BUNDLED_MODELS = {"default": BUNDLED, "reasoner": Path(__file__).parent / "bundled-reasoner",
                   "prm": Path(__file__).parent / "bundled-prm"}
 
@@ -36,7 +36,7 @@ def bundled_path(name: str = "default") -> Path:
 
 def load(path=None, dtype="float32", eos_id=None, mesh=None):
     """Load a local Hugging Face checkpoint directory (default: the bundled model;
-    ``"reasoner"`` names the second bundled model, trained on ``tasks.multistep``).
+    ``"reasoner"`` names the second bundled model, trained on ``tasks.chains``).
 
     ``eos_id`` overrides the EOS token the files name (needed when they name none). Every
     fault in the directory raises one :class:`~models.architectures.CheckpointError` (an

@@ -48,7 +48,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from genppl.tasks import arithmetic, multistep, sentences  # noqa: E402
+from genppl.tasks import arithmetic, chains, multistep, sentences  # noqa: E402
+
+#: the harder tasks (train/dev/eval splits) that --task can evaluate
+HARD_TASKS = {"chains": chains, "multistep": multistep}
 from genppl.tasks.corpus import build_corpus  # noqa: E402
 
 EOT = "<|endoftext|>"
@@ -160,8 +163,8 @@ def answer_probe(hf, n: int, task: str = "arithmetic"):
     """
     import re
 
-    if task == "multistep":  # the dev split: tuning (when to stop) never looks at eval
-        docs = [multistep.document(p) for p in multistep.problems("dev", n)]
+    if task in HARD_TASKS:  # the dev split: tuning (when to stop) never looks at eval
+        docs = [HARD_TASKS[task].document(p) for p in HARD_TASKS[task].problems("dev", n)]
     else:
         docs = [arithmetic.document(p) for p in arithmetic.eval_problems(n)]
     encs = hf.backend_tokenizer.encode_batch(docs, add_special_tokens=False)
@@ -412,9 +415,9 @@ def evaluate(path, n_problems: int, samples_per_problem: int, n_sentences: int, 
     return metrics, examples
 
 
-def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: int, split: str = "dev",
-                       chunk: int = 16):
-    """Plain sampling on the harder task (:mod:`tasks.multistep`): accuracy at temperature 1,
+def evaluate_hard(path, task: str, n_problems: int, samples_per_problem: int, seed: int, split: str = "dev",
+                  chunk: int = 16):
+    """Plain sampling on a harder task (:mod:`tasks.chains`, :mod:`tasks.multistep`): accuracy at temperature 1,
     pass@k (at least one of ``samples_per_problem`` samples right), greedy accuracy, and
     accuracy by number of steps. ``split`` is "dev" (for choosing) or "eval" (for reporting).
     Sampling is ``models.sample`` with ``chunk`` prompts per compiled call."""
@@ -424,10 +427,11 @@ def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: in
     tok = lm.tokenizer
     bos = tok.bos_id if tok.bos_id is not None else lm.eos_id
     key = jax.random.key(seed)
-    problems = multistep.problems(split, n_problems)
-    prompts = [[bos] + tok.encode(multistep.prompt_text(p)) for p in problems]
+    module = HARD_TASKS[task]
+    problems = module.problems(split, n_problems)
+    prompts = [[bos] + tok.encode(module.prompt_text(p)) for p in problems]
     k = samples_per_problem
-    metrics = {"task": "multistep", "split": split, "problems": n_problems, "samples_per_problem": k}
+    metrics = {"task": task, "split": split, "problems": n_problems, "samples_per_problem": k}
     t0 = time.time()
 
     def run(n, temperature, key):
@@ -437,7 +441,7 @@ def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: in
             real = len(part)
             part = part + [part[-1]] * (chunk - real)  # one shape for every call
             key, sub = jax.random.split(key)
-            out = models.sample(lm, part, n, multistep.MAX_NEW_TOKENS, key=sub, temperature=temperature)
+            out = models.sample(lm, part, n, module.MAX_NEW_TOKENS, key=sub, temperature=temperature)
             for b in range(real):
                 texts += list(out[b].texts)
                 finished += [bool(f) for f in out[b].finished]
@@ -445,15 +449,15 @@ def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: in
 
     key, sub = jax.random.split(key)
     texts, _ = run(1, 1e-10, sub)
-    metrics["greedy_accuracy"] = multistep.accuracy(texts, problems)
+    metrics["greedy_accuracy"] = module.accuracy(texts, problems)
     key, sub = jax.random.split(key)
     texts, finished = run(k, 1.0, sub)
-    correct = np.array([multistep.is_correct(t, p) for t, p in zip(texts, [p for p in problems for _ in range(k)])])
+    correct = np.array([module.is_correct(t, p) for t, p in zip(texts, [p for p in problems for _ in range(k)])])
     per_problem = correct.reshape(n_problems, k)
     metrics["t1_accuracy"] = float(correct.mean())
     metrics[f"pass@{k}"] = float(per_problem.any(1).mean())
     metrics["t1_steps_ok"] = float(np.mean([arithmetic.check_steps(t) for t in texts]))
-    metrics["t1_answered"] = float(np.mean([multistep.extract_answer(t) is not None for t in texts]))
+    metrics["t1_answered"] = float(np.mean([module.extract_answer(t) is not None for t in texts]))
     metrics["t1_finished"] = float(np.mean(finished))
     by = {}
     for p, row in zip(problems, per_problem):
@@ -462,7 +466,7 @@ def evaluate_multistep(path, n_problems: int, samples_per_problem: int, seed: in
                                f"pass@{k}": round(float(np.mean([r.any() for r in v])), 3)}
                            for s, v in sorted(by.items())}
     metrics["eval_time_s"] = round(time.time() - t0, 1)
-    examples = [multistep.prompt_text(problems[i // k]) + texts[i] for i in range(0, 4 * k, k)]
+    examples = [module.prompt_text(problems[i // k]) + texts[i] for i in range(0, 4 * k, k)]
     return metrics, examples
 
 
@@ -495,15 +499,16 @@ def parse_args(argv=None):
     p.add_argument("--eval-samples", type=int, default=4, help="samples per problem at temperature 1")
     p.add_argument("--eval-sentences", type=int, default=500)
     p.add_argument("--n-multistep", type=int, default=0, help="harder problems (tasks.multistep) in the corpus")
+    p.add_argument("--n-chains", type=int, default=0, help="longer problems (tasks.chains) in the corpus")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many steps (the schedule still spans --steps): less training")
     p.add_argument("--save-every", type=int, default=0,
                    help="also save the checkpoint every this many steps, to --out/../<name>-step<N>")
     p.add_argument("--init", default=None,
                    help="warm start from this checkpoint (its weights and tokenizer; the size options are ignored)")
-    p.add_argument("--task", choices=["arithmetic", "multistep"], default="arithmetic",
-                   help="what the evaluation measures (multistep: its dev split, pass@--eval-samples)")
-    p.add_argument("--eval-split", choices=["dev", "eval"], default="dev", help="multistep split to measure")
+    p.add_argument("--task", choices=["arithmetic", *HARD_TASKS], default="arithmetic",
+                   help="what the evaluation measures (chains, multistep: a split, pass@--eval-samples)")
+    p.add_argument("--eval-split", choices=["dev", "eval"], default="dev", help="split of a harder task to measure")
     p.add_argument("--reasoner", action="store_true",
                    help="the second bundled model's settings (models/bundled-reasoner; see its README)")
     p.add_argument("--answer-loss", action="store_true",
@@ -520,12 +525,12 @@ def parse_args(argv=None):
 
 
 #: Settings of the second bundled model (``--reasoner``): the bundled default model, fine-tuned
-#: briefly on the harder task (``tasks.multistep``), so that plain sampling is often wrong
-#: but rarely always wrong.
+#: briefly on the longer problems of ``tasks.chains`` (answers only in the loss), so that plain
+#: sampling is often wrong but rarely always wrong.
 REASONER = {
     "out": str(ROOT / "models" / "bundled-reasoner"), "init": str(ROOT / "models" / "bundled"),
-    "n_arithmetic": 5000, "n_sentences": 0, "n_multistep": 40000, "steps": 400, "lr": 1e-3, "warmup": 30,
-    "task": "multistep", "eval_samples": 16, "seq_len": 240,
+    "n_arithmetic": 10000, "n_sentences": 0, "n_chains": 60000, "steps": 1200, "lr": 1e-3, "warmup": 50,
+    "task": "chains", "eval_samples": 16, "seq_len": 255, "answer_loss": True,
 }
 
 
@@ -536,9 +541,10 @@ def main(argv=None):
     jax.config.update("jax_default_matmul_precision", "highest")
     if not args.eval_only:
         t_start = time.time()
-        docs = build_corpus(args.n_arithmetic, args.n_sentences, seed=args.seed, n_multistep=args.n_multistep)
+        docs = build_corpus(args.n_arithmetic, args.n_sentences, seed=args.seed, n_multistep=args.n_multistep,
+                            n_chains=args.n_chains)
         log(f"corpus: {len(docs)} documents ({args.n_arithmetic} arithmetic, {args.n_sentences} sentences, "
-            f"{args.n_multistep} multistep), "
+            f"{args.n_multistep} multistep, {args.n_chains} chains), "
             f"{sum(map(len, docs)):,} characters")
         init = None
         if args.init:  # warm start: the checkpoint's weights and tokenizer
@@ -573,7 +579,7 @@ def main(argv=None):
             (where / "generation_config.json").write_text(json.dumps({
                 "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0, "do_sample": True,
                 "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                "max_new_tokens": multistep.MAX_NEW_TOKENS if args.task == "multistep" else 64,
+                "max_new_tokens": HARD_TASKS[args.task].MAX_NEW_TOKENS if args.task in HARD_TASKS else 64,
             }, indent=2) + "\n")
 
         def save_step(decoder, it):
@@ -596,8 +602,8 @@ def main(argv=None):
             f"final loss {stats['final_loss']:.4f}; training {stats['train_time_s']:.0f}s")
     if args.skip_eval:
         return
-    if args.task == "multistep":
-        metrics, examples = evaluate_multistep(out, args.eval_n, args.eval_samples, args.seed, args.eval_split)
+    if args.task in HARD_TASKS:
+        metrics, examples = evaluate_hard(out, args.task, args.eval_n, args.eval_samples, args.seed, args.eval_split)
     else:
         metrics, examples = evaluate(out, args.eval_n, args.eval_samples, args.eval_sentences, args.seed)
     for e in examples:

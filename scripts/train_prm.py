@@ -6,7 +6,7 @@
 
 The Math-Shepherd recipe, in miniature:
 
-1. sample ``--rollouts`` solutions per training problem (:mod:`tasks.multistep`, its
+1. sample ``--rollouts`` solutions per training problem (``--task``: :mod:`tasks.chains` or :mod:`tasks.multistep`, its
    ``"train"`` stream with ``--seed``; never the dev or eval problems) from the policy at
    temperature 1 (``models.sample``, many prompts per compiled call);
 2. cut each solution into steps (a step ends at a token holding ``"."``); label each step
@@ -18,7 +18,7 @@ The Math-Shepherd recipe, in miniature:
    one label); it reads the question and the partial solution and is trained in JAX with optax
    (AdamW) on the soft labels by binary cross-entropy at each step's last token;
 4. measure on held-out rollouts of ``--dev-problems`` dev problems: step-level AUC against the
-   gold label (``multistep.on_track``: the steps so far are the reference solution's first
+   gold label (the task's ``on_track``: the steps so far are the reference solution's first
    steps; for the answer step, the answer is right), against the same AUC for the arithmetic step check (which
    cannot see misreadings), and the AUC of the final score for the final answer.
 
@@ -47,7 +47,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from genppl import models  # noqa: E402
-from genppl.tasks import arithmetic, multistep  # noqa: E402
+from genppl.tasks import arithmetic, chains, multistep  # noqa: E402
+
+#: tasks with train/dev splits and gold step labels (``on_track``)
+TASKS = {"chains": chains, "multistep": multistep}
 
 WORK = ROOT / "scripts" / "_work"
 
@@ -79,11 +82,11 @@ def step_ends(lm, ids: list[int]) -> list[int]:
     return [j for j, t in enumerate(ids) if b"." in lm.tokenizer.token_bytes[t]]
 
 
-def collect(lm, problems, rollouts: int, completions: int, max_new: int, key, chunk: int, label: bool):
+def collect(lm, task, problems, rollouts: int, completions: int, max_new: int, key, chunk: int, label: bool):
     """Rollouts of each problem, their step ends, and (with ``label``) Monte-Carlo step labels."""
     tok = lm.tokenizer
     bos = lm.eos_id
-    prompts = [[bos] + tok.encode(multistep.prompt_text(p)) for p in problems]
+    prompts = [[bos] + tok.encode(task.prompt_text(p)) for p in problems]
     key, sub = jax.random.split(key)
     t0 = time.time()
     samples = sample_many(lm, prompts, rollouts, max_new, sub, chunk)
@@ -99,14 +102,14 @@ def collect(lm, problems, rollouts: int, completions: int, max_new: int, key, ch
                 prefix = tuple(ids[:j + 1])
                 partial = tok.decode(list(prefix))
                 final = "The answer is" in partial
-                gold = multistep.is_correct(partial, p) if final else multistep.on_track(partial, p)
+                gold = task.is_correct(partial, p) if final else task.on_track(partial, p)
                 steps.append({"end": j, "final": final, "gold": bool(gold),
                               "arith": bool(arithmetic.equations_hold(partial))})
                 if label and not final:
                     todo[(i, prefix)] = None
                 if final:
                     break
-            data.append({"problem": i, "ids": ids, "text": text, "correct": multistep.is_correct(text, p),
+            data.append({"problem": i, "ids": ids, "text": text, "correct": task.is_correct(text, p),
                          "steps": steps})
     if label:
         keys = list(todo)
@@ -118,7 +121,7 @@ def collect(lm, problems, rollouts: int, completions: int, max_new: int, key, ch
         values = {}
         for (i, prefix), cs in zip(keys, comp):
             head = tok.decode(list(prefix))
-            values[(i, prefix)] = float(np.mean([multistep.is_correct(head + tok.decode(c), problems[i]) for c in cs]))
+            values[(i, prefix)] = float(np.mean([task.is_correct(head + tok.decode(c), problems[i]) for c in cs]))
         log(f"  completions in {time.time() - t0:.0f}s")
         for r in data:
             for s in r["steps"]:
@@ -178,17 +181,20 @@ def main(argv=None):
     p.add_argument("--policy", default=str(models.bundled_path("reasoner")), help="policy checkpoint directory")
     p.add_argument("--out", default=str(models.bundled_path("prm")))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--problems", type=int, default=96, help="training problems (tasks.multistep 'train')")
+    p.add_argument("--task", choices=sorted(TASKS), default="chains", help="the policy's task (its train and dev splits)")
+    p.add_argument("--problems", type=int, default=96, help="training problems (the task's 'train' split)")
     p.add_argument("--rollouts", type=int, default=4, help="policy samples per problem")
     p.add_argument("--completions", type=int, default=4, help="Monte-Carlo completions per step prefix")
     p.add_argument("--dev-problems", type=int, default=48, help="held-out dev problems for the AUC")
-    p.add_argument("--max-new-tokens", type=int, default=multistep.MAX_NEW_TOKENS)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's MAX_NEW_TOKENS")
     p.add_argument("--chunk", type=int, default=32, help="prompts per compiled sampling call")
     p.add_argument("--steps", type=int, default=150, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=0.01)
     args = p.parse_args(argv)
+    task = TASKS[args.task]
+    args.max_new_tokens = args.max_new_tokens or task.MAX_NEW_TOKENS
     WORK.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_default_matmul_precision", "highest")
     import optax
@@ -197,11 +203,11 @@ def main(argv=None):
     policy = models.load(args.policy)
     key = jax.random.key(args.seed)
     cache_file = WORK / "prm_data.json"
-    setting = {k: getattr(args, k) for k in ("policy", "seed", "problems", "rollouts", "completions",
+    setting = {k: getattr(args, k) for k in ("policy", "task", "seed", "problems", "rollouts", "completions",
                                              "dev_problems", "max_new_tokens")}
     cached = json.loads(cache_file.read_text()) if cache_file.exists() else {}
-    train_problems = multistep.problems("train", args.problems, seed=1000 + args.seed)
-    dev_problems = multistep.problems("dev", args.dev_problems)
+    train_problems = task.problems("train", args.problems, seed=1000 + args.seed)
+    dev_problems = task.problems("dev", args.dev_problems)
     t_start = time.time()
     if cached.get("setting") == setting:
         log("rollouts and labels from the cache")
@@ -209,10 +215,10 @@ def main(argv=None):
     else:
         log(f"training rollouts and Monte-Carlo labels ({args.problems} problems)")
         k1, k2 = jax.random.split(key)
-        train_prompts, train_data = collect(policy, train_problems, args.rollouts, args.completions,
+        train_prompts, train_data = collect(policy, task, train_problems, args.rollouts, args.completions,
                                             args.max_new_tokens, k1, args.chunk, label=True)
         log(f"held-out rollouts ({args.dev_problems} dev problems)")
-        dev_prompts, dev_data = collect(policy, dev_problems, args.rollouts, 0, args.max_new_tokens, k2,
+        dev_prompts, dev_data = collect(policy, task, dev_problems, args.rollouts, 0, args.max_new_tokens, k2,
                                         args.chunk, label=False)
         cache_file.write_text(json.dumps({"setting": setting, "tp": train_prompts, "td": train_data,
                                           "dp": dev_prompts, "dd": dev_data}))

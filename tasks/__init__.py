@@ -1,8 +1,10 @@
 """Tasks with checkable answers, and the corpus of the bundled default model.
 
 * :mod:`tasks.arithmetic`: multi-step word problems with a worked chain of thought.
-* :mod:`tasks.multistep`: harder problems (two people, distractors, two-digit numbers, 3-6
-  steps), with train/dev/eval splits, for the second bundled model ("reasoner").
+* :mod:`tasks.chains`: longer problems in the same format (5-8 operations, amounts up to 12),
+  with train/dev/eval splits: the task of the second bundled model ("reasoner").
+* :mod:`tasks.multistep`: harder problems still (two people, distractors, sentence-by-sentence
+  reading), with train/dev/eval splits; the bundled models do not learn them.
 * :mod:`tasks.sentences`: simple sentences over a few hundred words, for keyword constraints.
 * :mod:`tasks.corpus`: the mixed training corpus of the bundled model.
 
@@ -14,6 +16,6 @@ SMC particles); ``arithmetic.equations_hold`` and ``arithmetic.step_reward`` are
 verifier and the step reward the ``genppl`` command's SMC methods use.
 """
 
-from . import arithmetic, corpus, multistep, sentences
+from . import arithmetic, chains, corpus, multistep, sentences
 
-__all__ = ["arithmetic", "corpus", "multistep", "sentences"]
+__all__ = ["arithmetic", "chains", "corpus", "multistep", "sentences"]

@@ -99,8 +99,14 @@ def _capitalize(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-def generate_problem(rng: random.Random | int) -> Problem:
-    """Draw one problem with 2-4 operations. ``rng`` is a :class:`random.Random` (or a seed)."""
+def generate_problem(rng: random.Random | int, operations: tuple[int, int] | None = None, max_operand: int = 9,
+                     max_value: int = MAX_VALUE) -> Problem:
+    """Draw one problem. ``rng`` is a :class:`random.Random` (or a seed).
+
+    The defaults give this task (2-4 operations, one-digit amounts, values in [0, 60]);
+    ``operations`` (an inclusive range), ``max_operand`` and ``max_value`` make longer
+    problems with larger numbers (:mod:`tasks.chains`) in the same format.
+    """
     if not isinstance(rng, random.Random):
         rng = random.Random(rng)
     (name, he), = rng.sample(_NAMES, 1)
@@ -109,11 +115,11 @@ def generate_problem(rng: random.Random | int) -> Problem:
     value = rng.randint(2, 20)
     sentences = [f"{name} has {value} {items}."]
     equations = []
-    num_ops = rng.choice([2, 2, 3, 3, 4])
+    num_ops = rng.choice([2, 2, 3, 3, 4]) if operations is None else rng.randint(*operations)
     used_mul = False
     for k in range(num_ops):
         choices, weights = [], []
-        if value <= MAX_VALUE - 2:
+        if value <= max_value - 2:
             choices.append("+"); weights.append(4)
         if value >= 2:
             choices.append("-"); weights.append(4)
@@ -121,11 +127,11 @@ def generate_problem(rng: random.Random | int) -> Problem:
             choices.append("*"); weights.append(1)
         op = rng.choices(choices, weights=weights)[0]
         if op == "+":
-            n = rng.randint(2, min(9, MAX_VALUE - value))
+            n = rng.randint(2, min(max_operand, max_value - value))
             template = rng.choice(_ADD)
             result = value + n
         elif op == "-":
-            n = rng.randint(1, min(9, value))
+            n = rng.randint(1, min(max_operand, value))
             template = rng.choice(_SUB)
             result = value - n
         else:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 
-from . import arithmetic, multistep, sentences
+from . import arithmetic, chains, multistep, sentences
 
 __all__ = ["build_corpus", "HELD_OUT"]
 
@@ -31,16 +31,19 @@ __all__ = ["build_corpus", "HELD_OUT"]
 HELD_OUT = 2000
 
 
-def build_corpus(n_arithmetic: int, n_sentences: int, seed: int = 0, n_multistep: int = 0) -> list[str]:
-    """``n_arithmetic`` problem documents, ``n_sentences`` sentence documents and
-    ``n_multistep`` harder problem documents (:mod:`tasks.multistep`, its ``"train"``
-    stream, which excludes its dev and eval questions), shuffled.
+def build_corpus(n_arithmetic: int, n_sentences: int, seed: int = 0, n_multistep: int = 0,
+                 n_chains: int = 0) -> list[str]:
+    """``n_arithmetic`` problem documents, ``n_sentences`` sentence documents, and harder
+    problem documents from the ``"train"`` streams (which exclude the dev and eval
+    questions) of :mod:`tasks.multistep` (``n_multistep``) and :mod:`tasks.chains`
+    (``n_chains``), shuffled.
 
     Deterministic given ``seed`` (standard-library :class:`random.Random` streams derived
-    from it), whatever the platform; ``n_multistep=0`` gives the corpus of the bundled model.
+    from it), whatever the platform; ``n_multistep = n_chains = 0`` gives the corpus of the
+    bundled model.
     """
     for name, value in (("n_arithmetic", n_arithmetic), ("n_sentences", n_sentences),
-                        ("n_multistep", n_multistep)):
+                        ("n_multistep", n_multistep), ("n_chains", n_chains)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     held_out = {p.question for p in arithmetic.eval_problems(HELD_OUT)}
@@ -54,5 +57,7 @@ def build_corpus(n_arithmetic: int, n_sentences: int, seed: int = 0, n_multistep
     docs += [sentences.document(sentences.generate_sentence(rng)) for _ in range(n_sentences)]
     if n_multistep:
         docs += [multistep.document(p) for p in multistep.problems("train", n_multistep, seed=seed)]
+    if n_chains:
+        docs += [chains.document(p) for p in chains.problems("train", n_chains, seed=seed)]
     random.Random(f"{seed}/shuffle").shuffle(docs)
     return docs

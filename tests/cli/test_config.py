@@ -68,8 +68,8 @@ def test_help_lists_every_method(capsys):
 BAD = [
     # (argv, part of the message)
     (["--method", "smc", "--temperature", "0.5"], "--temperature applies to --method sample"),
-    (["--method", "pf", "--task", "sentences"], "needs the arithmetic task"),
-    (["--method", "pf", "--prompt", "the"], "needs the arithmetic task"),
+    (["--method", "pf", "--task", "sentences"], "needs a word-problem task"),
+    (["--method", "pf", "--prompt", "the"], "needs a word-problem task"),
     (["--method", "smc", "--ess-threshold", "1.5"], "--ess-threshold must lie in [0, 1]"),
     (["--method", "smc", "--alpha", "0"], "--alpha must be a positive number"),
     (["--method", "smc", "--alpha", "inf"], "--alpha must be a positive number"),

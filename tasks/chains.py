@@ -1,0 +1,184 @@
+"""Longer word problems: 5-8 operations on one person's count, amounts up to 12, counts up to 99.
+
+A document looks like::
+
+    Q: Emma has 14 cards. She buys 12 more. Then she gives 9 to Tom. She doubles her cards.
+    Later she loses 3. She finds 11 more. How many cards does Emma have now?
+    A: 14 + 12 = 26. 26 - 9 = 17. 17 * 2 = 34. 34 - 3 = 31. 31 + 11 = 42. The answer is 42.
+
+(the question and the answer are one line each). The format, the phrasings and the helpers
+are those of :mod:`tasks.arithmetic` (its generator with longer chains and larger numbers), so
+a model trained on the easy problems reads these as well; what makes them hard is length:
+every one of 5-8 equations must take the right amount and the right operation from the
+question (``gives 9 to Tom`` subtracts, ``Tom gives her 9`` adds) and compute it right, and
+one slip anywhere loses the answer. A misread amount or sign with right arithmetic is a
+wrong step that the arithmetic step verifier cannot see; a process reward model can.
+
+Splits: :func:`problems` gives the ``"train"``, ``"dev"`` and ``"eval"`` streams. The first
+:data:`HELD_OUT` questions of the eval stream, and of the dev stream, are excluded from every
+training stream, and the dev stream excludes the eval questions, so no question is in two
+splits. Tune on ``dev``; report on ``eval``.
+
+This is the task of the second bundled model (``models.load("reasoner")``, trained by
+``python scripts/train_default_model.py --reasoner``). :mod:`tasks.multistep` (two people,
+sentence-by-sentence reading) is harder still: the bundled models do not learn it in the
+training budgets of a 2-core CPU (see ``models/bundled-reasoner/README.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from . import arithmetic
+
+__all__ = [
+    "Problem", "generate_problem", "problems", "prompt_text", "document", "extract_answer", "is_correct",
+    "check", "accuracy", "reference_steps", "steps_on_track", "on_track", "held_out_questions",
+    "EVAL_SEED", "DEV_SEED", "HELD_OUT", "MAX_VALUE", "MAX_OPERAND", "OPERATIONS", "MAX_NEW_TOKENS",
+    "STEP_DELIMITER", "SPLITS",
+]
+
+#: Seeds of the held-out streams; training streams use other seeds and exclude both sets.
+EVAL_SEED = 3_000_017
+DEV_SEED = 3_000_041
+#: How many questions (from the start of the eval and the dev stream) are kept out of training.
+HELD_OUT = 2000
+#: Every count lies in [0, MAX_VALUE].
+MAX_VALUE = 99
+#: Largest added or subtracted amount.
+MAX_OPERAND = 12
+#: Default range (inclusive) of the number of operations (equations of the worked answer).
+OPERATIONS = (5, 8)
+#: Token budget that fits every worked answer with the bundled tokenizer (the longest, with
+#: EOS, is 103 tokens in 5,000 training problems; the mean about 78).
+MAX_NEW_TOKENS = 112
+STEP_DELIMITER = arithmetic.STEP_DELIMITER
+SPLITS = ("train", "dev", "eval")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One problem: the question line, the integer answer, the worked solution (the answer
+    line after ``"A:"``, with its leading space), and ``steps``, its number of equations."""
+
+    question: str
+    answer: int
+    solution: str
+    steps: int
+
+    @property
+    def text(self) -> str:
+        """The whole training document (without BOS/EOS)."""
+        return document(self)
+
+
+def generate_problem(rng: random.Random | int, operations=OPERATIONS, max_operand: int = MAX_OPERAND) -> Problem:
+    """Draw one problem. ``rng`` is a :class:`random.Random` (or a seed); ``operations`` an
+    int or an inclusive range within [1, 12]; ``max_operand`` in [2, 30]."""
+    if not isinstance(rng, random.Random):
+        rng = random.Random(rng)
+    if isinstance(operations, int) and not isinstance(operations, bool):
+        operations = (operations, operations)
+    if (not isinstance(operations, tuple) or len(operations) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in operations)
+            or not 1 <= operations[0] <= operations[1] <= 12):
+        raise ValueError(f"operations must be an integer or an inclusive range (lo, hi) within [1, 12], "
+                         f"got {operations!r}")
+    if isinstance(max_operand, bool) or not isinstance(max_operand, int) or not 2 <= max_operand <= 30:
+        raise ValueError(f"max_operand must be an integer in [2, 30], got {max_operand!r}")
+    p = arithmetic.generate_problem(rng, operations=operations, max_operand=max_operand, max_value=MAX_VALUE)
+    return Problem(p.question, p.answer, p.solution, len(arithmetic.steps(p.solution)))
+
+
+def _stream(seed, exclude: set, n: int, **knobs) -> list[Problem]:
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        p = generate_problem(rng, **knobs)
+        if p.question not in exclude:
+            out.append(p)
+    return out
+
+
+def held_out_questions(split: str = "both") -> set[str]:
+    """The questions no training stream may contain: the first :data:`HELD_OUT` of the
+    ``"eval"`` stream, of the ``"dev"`` stream, or of ``"both"``."""
+    if split not in ("eval", "dev", "both"):
+        raise ValueError(f"split must be 'eval', 'dev' or 'both', got {split!r}")
+    eval_questions = {p.question for p in _stream(EVAL_SEED, set(), HELD_OUT)}
+    if split == "eval":
+        return eval_questions
+    dev_questions = {p.question for p in _stream(DEV_SEED, eval_questions, HELD_OUT)}
+    return dev_questions if split == "dev" else eval_questions | dev_questions
+
+
+def problems(split: str, n: int, seed: int = 0, **knobs) -> list[Problem]:
+    """``n`` problems of a split: ``"eval"`` (report here), ``"dev"`` (tune here) or
+    ``"train"`` (``seed`` picks the stream; any number).
+
+    eval and dev give the first ``n`` (at most :data:`HELD_OUT`) of their fixed streams, with
+    the default difficulty; knobs (see :func:`generate_problem`) apply to ``"train"`` only.
+    No question appears in two splits.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if split != "train":
+        if n > HELD_OUT:
+            raise ValueError(f"the {split} split holds {HELD_OUT} problems; asked for {n}")
+        if knobs:
+            raise ValueError(f"the {split} split has fixed difficulty; knobs {sorted(knobs)} apply to 'train'")
+        if split == "eval":
+            return _stream(EVAL_SEED, set(), n)
+        return _stream(DEV_SEED, held_out_questions("eval"), n)
+    return _stream(f"{seed}/chains-train", held_out_questions("both"), n, **knobs)
+
+
+prompt_text = arithmetic.prompt_text
+document = arithmetic.document
+extract_answer = arithmetic.extract_answer
+
+
+def is_correct(completion: str, problem: Problem) -> bool:
+    """Whether the completion's final answer equals the problem's answer."""
+    return extract_answer(completion) == problem.answer
+
+
+def check(completion: str, problem: Problem) -> bool:
+    """Whether the completion is right: its final answer is the problem's answer."""
+    return is_correct(completion, problem)
+
+
+def accuracy(completions, problems_) -> float:
+    """Fraction of completions whose final answer is right (``completions[i]`` answers
+    ``problems_[i]``)."""
+    return arithmetic.accuracy(completions, problems_)
+
+
+def reference_steps(problem: Problem) -> list[tuple[int, str, int, int]]:
+    """The reference equations ``(a, op, b, c)`` of the worked solution, in order."""
+    return arithmetic.steps(problem.solution)
+
+
+def steps_on_track(completion: str, problem: Problem) -> list[bool]:
+    """For each equation the completion writes, whether it and every one before it equal the
+    reference solution's (a gold step label: False from the first departure on)."""
+    ref = reference_steps(problem)
+    out, ok = [], True
+    for i, s in enumerate(arithmetic.steps(completion)):
+        ok = ok and i < len(ref) and s == ref[i]
+        out.append(ok)
+    return out
+
+
+def on_track(partial: str, problem: Problem) -> bool:
+    """Whether a partial solution (the text after ``"A:"`` up to the end of a step) is, step
+    for step, the beginning of the reference solution (a gold label for a step). Surrounding
+    spaces are ignored."""
+    if "\nA:" in partial:
+        partial = partial.split("\nA:", 1)[1]
+    partial, reference = partial.strip(), problem.solution.strip()
+    return bool(partial) and reference.startswith(partial) and (
+        len(partial) == len(reference) or reference[len(partial)] == " ")
