@@ -12,8 +12,13 @@ from flax import nnx
 from .architectures import ArchConfig, CheckpointError, init_cache, load_checkpoint
 from .architectures.checkpoint import read_json
 from .chat import eos_ids_of_checkpoint, fold_eos
-from .interface import InputError, LanguageModel, Shared
+from .batch import max_over_prompts
+from .interface import InputError, LanguageModel, Shared, map_particles
 from .tokenizer import Tokenizer
+
+
+#: cache slots per block of a resampling gather (:meth:`TransformerLM.gather`)
+GATHER_BLOCK = 16
 
 
 @jax.tree_util.register_pytree_node_class
@@ -120,6 +125,36 @@ class TransformerLM(LanguageModel):
         logits, cache = (self.module(tokens, positions, self.module_cache(cache)) if "prompt" not in cache
                          else self._forward_shared(cache, tokens, positions))
         return fold_eos(logits, self._eos_ids), self.constrain_cache(cache)
+
+    def gather(self, state, idx):
+        """Select particles by index (resampling), moving only the filled part of their caches.
+
+        Particle i's generated keys/values fill slots ``s < length - prompt_length``. The gather
+        copies blocks of :data:`GATHER_BLOCK` slots up to the longest filled row, in place (a
+        loop whose trip count follows the filled length: a ``lax.switch`` over static buckets
+        would make XLA copy the whole buffer into the branch first), and leaves the slots past
+        it as they were: they hold keys of no position the row has reached, and every forward
+        pass writes a slot before any query reads it, so logits, tokens and weights are bit for
+        bit those of a gather of the whole buffer. The shared prompt cache is not moved.
+        """
+        cache = state.cache
+        if "prompt" not in cache:
+            return super().gather(state, idx)
+        moved = map_particles(lambda x: x[idx], state.replace(cache={**cache, "k": (), "v": ()}))
+        own = (cache["k"], cache["v"])
+        S = own[0][0].shape[1]
+        block = min(GATHER_BLOCK, S)
+        need = jnp.minimum(max_over_prompts(jnp.max(state.length - state.prompt_length)), S)
+
+        def copy_block(j, own):
+            start = jnp.minimum(j * block, S - block)  # the last block may overlap the one before
+            def take(x):  # rows idx of slots [start, start + block), written back at every row
+                rows = jax.vmap(lambda r: jax.lax.dynamic_slice(x, (r, start, 0, 0), (1, block) + x.shape[2:])[0])(idx)
+                return jax.lax.dynamic_update_slice_in_dim(x, rows, start, 1)
+            return jax.tree.map(take, own)
+
+        k, v = jax.lax.fori_loop(0, (need + block - 1) // block, copy_block, own)
+        return moved.replace(cache={**moved.cache, "k": k, "v": v})
 
     @staticmethod
     def module_cache(cache):
