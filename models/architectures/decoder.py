@@ -228,20 +228,22 @@ class Attention(nnx.Module):
         return self.o_proj(out.reshape(B, L, H * D)), new_cache
 
 
-#: the smallest length bucket of the decode step's attention (see :func:`decode_attention`)
+#: the smallest length bucket (cache slots) of the decode step's attention (:func:`decode_attention`)
 DECODE_BLOCK = 16
 
 
 def fill_buckets(capacity: int, smallest: int | None = None) -> tuple[int, ...]:
     """The static prefix lengths a cache of ``capacity`` slots is read at: ``smallest * 2**i``
-    below ``capacity``, then ``capacity`` (``smallest`` defaults to :data:`DECODE_BLOCK`, read
-    at trace time). ``ceil(log2(capacity / smallest)) + 1`` buckets at most."""
+    and ``1.5 * smallest * 2**i`` below ``capacity``, then ``capacity`` (``smallest`` defaults
+    to :data:`DECODE_BLOCK`, read at trace time). Two buckets per doubling: a bucket holds at
+    most 1.5x the slots it is chosen for (past the smallest), at ``2 ceil(log2(capacity / smallest)) + 1``
+    compiled branches at most (one bucket per doubling wasted up to 2x: measured slower)."""
     smallest = max(int(DECODE_BLOCK if smallest is None else smallest), 1)
-    sizes, size = [], smallest
+    sizes, size = set(), smallest
     while size < capacity:
-        sizes.append(size)
+        sizes.update(s for s in (size, size + size // 2) if s < capacity)
         size *= 2
-    return tuple(sizes) + (int(capacity),)
+    return tuple(sorted(sizes)) + (int(capacity),)
 
 
 def bucket_index(need, sizes) -> jax.Array:
@@ -268,24 +270,28 @@ def decode_attention(q, keys, values, qpos, scale: float, window: int | None = N
     softmax in float32: running max ``m``, normaliser ``l``, weighted sum ``acc``, rescaled
     by ``exp(m_old - m_new)``), so the result equals the full softmax.
 
-    Cost follows the filled length, not the capacity S: each segment is read up to a static
-    length bucket (:func:`fill_buckets`: ``block * 2**i`` slots, ``block`` default
-    :data:`DECODE_BLOCK`, then S), the smallest that holds the longest filled row, chosen by
-    a ``lax.switch`` whose branches read the static slice ``keys[:, :L]``: one compiled
-    program whatever the length (one branch per bucket, at most ``log2(S / block) + 2``),
-    reverse-mode differentiable. Under ``jax.vmap`` (many prompts) the longest prompt picks
-    the bucket. Within a bucket the cost is that of L slots (at most twice the filled length).
+    Cost follows the filled length, not the capacity S: the cache of generated keys (the
+    whole cache without ``offset``) is read up to a static length bucket (:func:`fill_buckets`:
+    ``block`` (default :data:`DECODE_BLOCK`) times 1, 1.5, 2, 3, 4, 6, ... slots, then S), the
+    smallest that holds the longest filled row, chosen by a ``lax.switch`` whose branch L
+    reads the static slice ``keys[:, :L]``: one compiled program whatever the length (one
+    branch per bucket, at most ``2 ceil(log2(S / block)) + 1``), reverse-mode differentiable. Under
+    ``jax.vmap`` (many prompts) the longest prompt picks the bucket. The shared prompt cache
+    is read whole (it is filled). Within a bucket the cost is that of L slots (at most 1.5x
+    the filled length past the smallest bucket).
 
-    No relayout and no copy of the cache: scores are a multiply-and-reduce over the minor
-    (head_dim) axis of the cache as stored, ``sum_d q[b,k,g,d] * K[b,s,k,d]``, and the output
-    a reduce over the slot axis, ``sum_s p[b,s,k,g] * V[b,s,k,d]``; a static slice fuses into
-    these reductions (a dynamic slice, as in a loop over blocks, is materialised first on
-    XLA:CPU, and a batched dot makes XLA copy every layer's K and V into a [B, K, S, D] layout
-    at every step). Checked on the optimised HLO (``jax.jit(f).lower(...).compile().as_text()``)
-    of a loop of decode steps: tests/models/architectures/test_decoder.py asserts that the loop
-    body and every switch branch hold no transpose and no copy of a cache-sized array, and that
-    no slice of the cache is materialised outside a fused reduction. Products are taken in
-    float32 (bfloat16 caches are read as stored and converted inside the fusion).
+    No relayout and no copy of the whole cache: scores are a multiply-and-reduce over the
+    minor (head_dim) axis of the cache as stored, ``sum_d q[b,k,g,d] * K[b,s,k,d]``, and the
+    output a reduce over the slot axis, ``sum_s p[b,s,k,g] * V[b,s,k,d]`` (a batched dot makes
+    XLA copy every layer's K and V into a [B, K, S, D] layout at every step). XLA:CPU hands
+    these reductions to YNNPACK, which reads whole buffers: the bucket's slice (L < S) is
+    copied out first, a copy of the filled part, never of the whole cache (the last bucket,
+    L = S, reads the cache in place). Checked on the optimised HLO
+    (``jax.jit(f).lower(...).compile().as_text()``) of a loop of decode steps:
+    tests/models/architectures/test_decoder.py asserts that the loop body and every switch
+    branch hold no transpose or copy of a cache-sized array and that every slice of the cache
+    they take is a bucket shorter than the capacity. Products are taken in float32 (bfloat16
+    caches are read as stored and converted inside the fusion).
     """
     B, K, G, D = q.shape
     qpos = qpos.astype(jnp.int32)
