@@ -16,10 +16,13 @@ rotating order after one warm-up call each:
 
 Reported per variant: CPU time per call (this process, every thread: less disturbed than
 wall time on a shared machine) and the median over rounds of its ratio to decode in the same
-round, and the resampling count (first seed). Then the resampling itself: the per-particle
-bytes a resampling step moves (``particle_bytes``: tokens, logits, the generated part of
-the KV cache; the shared prompt cache stays) and the CPU milliseconds of that gather, from a
-compiled loop of 20 gathers with sorted random ancestors.
+round, and the resampling count (first seed). Then the resampling itself: the bytes each
+resampling of the "no e" sweep moved (first seed; ``TransformerLM.gather`` copies the generated
+keys in blocks up to the longest filled row, ``gathered_slots`` per row, plus every other
+per-particle leaf; the shared prompt cache stays), their mean against the whole per-particle
+state (``particle_bytes``, what a gather of the whole buffer moves), and the CPU milliseconds of
+one gather at a few filled lengths, from a compiled loop of 20 gathers with sorted random
+ancestors, against the whole-buffer gather.
 """
 
 from __future__ import annotations
@@ -37,15 +40,16 @@ from genppl import models, ppl
 from genppl.inference import smc
 from genppl.models import sampling
 from genppl.models.interface import map_particles, particle_bytes
+from genppl.models.transformer import gathered_slots
 
 run_lib = importlib.import_module("genppl.inference.smc.run")  # the module (smc.run is the function)
 
 
-def gather_ms(particles, n: int, repeats: int, reps: int = 20) -> float:
-    """CPU ms of one resampling gather of ``particles`` (median over ``repeats`` loops of ``reps``)."""
+def gather_ms(gather, particles, n: int, repeats: int, reps: int = 20) -> float:
+    """CPU ms of one ``gather(particles, ancestors)`` (median over ``repeats`` loops of ``reps``)."""
     def body(p, key):
         ancestors = jnp.sort(jax.random.randint(key, (n,), 0, n)).astype(jnp.int32)
-        return map_particles(lambda x: x[ancestors], p), None
+        return gather(p, ancestors), None
 
     loop = jax.jit(lambda p, key: jax.lax.scan(body, p, jax.random.split(key, reps))[0])
     jax.block_until_ready(loop(particles, jax.random.key(0)))
@@ -55,6 +59,16 @@ def gather_ms(particles, n: int, repeats: int, reps: int = 20) -> float:
         jax.block_until_ready(loop(particles, jax.random.key(r + 1)))
         times.append(time.process_time() - c0)
     return 1e3 * statistics.median(times) / reps
+
+
+def moved_bytes(particles, filled: int) -> int:
+    """Bytes one ``TransformerLM.gather`` moves when the longest row holds ``filled`` generated
+    tokens: every per-particle leaf but the generated keys/values, and of those the slots
+    ``gathered_slots`` says (``filled`` rounded up to the gather's blocks)."""
+    cache = particles.lm.cache
+    own = particle_bytes((cache["k"], cache["v"]))
+    slots = cache["k"][0].shape[1]
+    return particle_bytes(particles) - own + own * gathered_slots(slots, filled) // slots
 
 
 def main(argv=None) -> dict:
@@ -88,6 +102,8 @@ def main(argv=None) -> dict:
             out = jax.block_until_ready(f(0))
             if name != "decode":
                 resamplings[name] = int(np.asarray(out[1].resampled).sum())
+            if name == "SMC, no e":
+                resampled_at = np.asarray(out[1].resampled)
         cpu = {name: [] for name in variants}
         names = list(variants)
         for r in range(args.repeats):
@@ -103,10 +119,23 @@ def main(argv=None) -> dict:
             rows[(n, name)] = {"cpu": statistics.median(cpu[name]), "ratio": ratio}
             print(f"| {name} | {statistics.median(cpu[name]):.3f} | {ratio:.3f}x | {resamplings.get(name, '-')} |")
         particles = smc.init(plain, n).particles
-        moved, ms = particle_bytes(particles), gather_ms(particles, n, args.repeats)
-        rows[(n, "gather")] = {"bytes": moved, "ms": ms}
-        print(f"one resampling moves {moved / 1e6:.1f} MB of per-particle state in {ms:.2f} ms CPU "
-              f"({2 * moved / ms / 1e6:.1f} GB/s read + write)\n", flush=True)
+        whole = particle_bytes(particles)
+        steps = np.flatnonzero(np.asarray(resampled_at))  # step t resamples particles of t tokens
+        per = [moved_bytes(particles, int(t)) for t in steps]
+        mean = float(np.mean(per)) if per else 0.0
+        rows[(n, "bytes")] = {"whole": whole, "mean": mean, "per": per}
+        print(f"bytes moved per resampling ('no e', {len(per)} resamplings at steps {steps.tolist()}): "
+              f"mean {mean / 1e6:.2f} MB against {whole / 1e6:.2f} MB for the whole per-particle state "
+              f"({mean / whole:.2f}x)")
+        print("| generated tokens | bytes moved | CPU ms per gather | whole-buffer gather: bytes | CPU ms |")
+        print("|---:|---:|---:|---:|---:|")
+        for filled in (16, 32, T):
+            at = particles.replace(lm=particles.lm.replace(length=particles.lm.prompt_length + filled))
+            ours = gather_ms(plain.gather, at, n, args.repeats)
+            full = gather_ms(lambda p, a: map_particles(lambda x: x[a], p), at, n, args.repeats)
+            rows[(n, "gather", filled)] = {"bytes": moved_bytes(at, filled), "ms": ours, "whole_ms": full}
+            print(f"| {filled} | {moved_bytes(at, filled):,} | {ours:.2f} | {whole:,} | {full:.2f} |", flush=True)
+        print()
     return rows
 
 

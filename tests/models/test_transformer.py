@@ -152,27 +152,29 @@ def _decode_steps(lm, state, tokens):
     return jax.lax.fori_loop(0, tokens.shape[1], lambda i, s: lm.extend(s, tokens[:, i]), state)
 
 
-def test_gather_moves_only_filled_slots_and_later_steps_are_bit_identical(llama_lm):
+@pytest.mark.parametrize("filled", [19, 37])
+def test_gather_moves_only_filled_slots_and_later_steps_are_bit_identical(llama_lm, filled):
     """``TransformerLM.gather`` copies each particle's generated keys up to the longest filled
     row and leaves the slots past it: the moved slots equal the whole-buffer gather's, and decoding
-    on from either gives the same logits bit for bit (a slot is written before it is read)."""
+    on from either gives the same logits bit for bit (a slot is written before it is read).
+    A 40-slot cache: 19 tokens move two 16-slot blocks; 37 move three, the last one overlapping
+    the one before (slots 24-39)."""
     from genppl.models.interface import LanguageModel
 
     n = 5
     rng = np.random.RandomState(0)
     state = llama_lm.prefill([1, 2, 3], n, 40)
-    state = jax.jit(_decode_steps)(llama_lm, state, jnp.asarray(rng.randint(1, 30, (n, 19)), jnp.int32))
+    state = jax.jit(_decode_steps)(llama_lm, state, jnp.asarray(rng.randint(1, 30, (n, filled)), jnp.int32))
     idx = jnp.array([3, 3, 0, 4, 1])
     ours = jax.jit(llama_lm.gather)(state, idx)
     whole = jax.jit(LanguageModel.gather)(state, idx)
-    filled = int((state.length - state.prompt_length).max())
-    assert filled == 19 and state.cache["k"][0].shape[1] > 32  # two of three 16-slot blocks moved
+    assert int((state.length - state.prompt_length).max()) == filled and state.cache["k"][0].shape[1] == 40
     for a, b in zip(jax.tree.leaves((ours.cache["k"], ours.cache["v"])), jax.tree.leaves((whole.cache["k"], whole.cache["v"]))):
         np.testing.assert_array_equal(np.asarray(a)[:, :filled], np.asarray(b)[:, :filled])
     rest = lambda s: jax.tree.leaves(s.replace(cache={k: v for k, v in s.cache.items() if k not in ("k", "v")}))  # noqa: E731
     for a, b in zip(rest(ours), rest(whole)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    more = jnp.asarray(rng.randint(1, 30, (n, 12)), jnp.int32)
+    more = jnp.asarray(rng.randint(1, 30, (n, 3)), jnp.int32)
     a, b = (jax.jit(_decode_steps)(llama_lm, s, more) for s in (ours, whole))
     np.testing.assert_array_equal(np.asarray(a.logits), np.asarray(b.logits))
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
