@@ -22,7 +22,7 @@ keys in blocks up to the longest filled row, ``gathered_slots`` per row, plus ev
 per-particle leaf; the shared prompt cache stays), their mean against the whole per-particle
 state (``particle_bytes``, what a gather of the whole buffer moves), and the CPU milliseconds of
 one gather at a few filled lengths, from a compiled loop of 20 gathers with sorted random
-ancestors, against the whole-buffer gather.
+ancestors, against the whole-buffer gather (interleaved rounds).
 """
 
 from __future__ import annotations
@@ -45,20 +45,25 @@ from genppl.models.transformer import gathered_slots
 run_lib = importlib.import_module("genppl.inference.smc.run")  # the module (smc.run is the function)
 
 
-def gather_ms(gather, particles, n: int, repeats: int, reps: int = 20) -> float:
-    """CPU ms of one ``gather(particles, ancestors)`` (median over ``repeats`` loops of ``reps``)."""
-    def body(p, key):
-        ancestors = jnp.sort(jax.random.randint(key, (n,), 0, n)).astype(jnp.int32)
-        return gather(p, ancestors), None
+def gather_ms(gathers: dict, particles, n: int, repeats: int, reps: int = 20) -> dict:
+    """CPU ms of one ``gather(particles, ancestors)`` for each of ``gathers`` (name -> function):
+    the median over ``repeats`` interleaved rounds of a compiled loop of ``reps`` gathers."""
+    def loop(gather):
+        def body(p, key):
+            ancestors = jnp.sort(jax.random.randint(key, (n,), 0, n)).astype(jnp.int32)
+            return gather(p, ancestors), None
+        return jax.jit(lambda p, key: jax.lax.scan(body, p, jax.random.split(key, reps))[0])
 
-    loop = jax.jit(lambda p, key: jax.lax.scan(body, p, jax.random.split(key, reps))[0])
-    jax.block_until_ready(loop(particles, jax.random.key(0)))
-    times = []
+    loops = {name: loop(g) for name, g in gathers.items()}
+    for f in loops.values():
+        jax.block_until_ready(f(particles, jax.random.key(0)))
+    times = {name: [] for name in loops}
     for r in range(repeats):
-        c0 = time.process_time()
-        jax.block_until_ready(loop(particles, jax.random.key(r + 1)))
-        times.append(time.process_time() - c0)
-    return 1e3 * statistics.median(times) / reps
+        for name, f in loops.items():
+            c0 = time.process_time()
+            jax.block_until_ready(f(particles, jax.random.key(r + 1)))
+            times[name].append(time.process_time() - c0)
+    return {name: 1e3 * statistics.median(t) / reps for name, t in times.items()}
 
 
 def moved_bytes(particles, filled: int) -> int:
@@ -131,8 +136,9 @@ def main(argv=None) -> dict:
         print("|---:|---:|---:|---:|---:|")
         for filled in (16, 32, T):
             at = particles.replace(lm=particles.lm.replace(length=particles.lm.prompt_length + filled))
-            ours = gather_ms(plain.gather, at, n, args.repeats)
-            full = gather_ms(lambda p, a: map_particles(lambda x: x[a], p), at, n, args.repeats)
+            ms = gather_ms({"ours": plain.gather, "whole": lambda p, a: map_particles(lambda x: x[a], p)},
+                           at, n, args.repeats)
+            ours, full = ms["ours"], ms["whole"]
             rows[(n, "gather", filled)] = {"bytes": moved_bytes(at, filled), "ms": ours, "whole_ms": full}
             print(f"| {filled} | {moved_bytes(at, filled):,} | {ours:.2f} | {whole:,} | {full:.2f} |", flush=True)
         print()
