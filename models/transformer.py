@@ -168,12 +168,12 @@ class TransformerLM(LanguageModel):
             def body(j, own):
                 lo = first + j * block
                 start = jnp.minimum(lo, S - block) if clamp else lo  # a last block may overlap the one before:
-                moved = (start + jnp.arange(block) < lo)[None, :, None, None]  # its first slots are moved
+                earlier = (start + jnp.arange(block) < lo)[None, :, None, None]  # its first slots are moved
 
                 def take(x):  # rows idx of slots [start, start + block), written back at every row
                     rows = jax.vmap(lambda r: jax.lax.dynamic_slice(x, (r, start, 0, 0), (1, block) + x.shape[2:])[0])(idx)
                     if clamp:
-                        rows = jnp.where(moved, jax.lax.dynamic_slice_in_dim(x, start, block, 1), rows)
+                        rows = jnp.where(earlier, jax.lax.dynamic_slice_in_dim(x, start, block, 1), rows)
                     return jax.lax.dynamic_update_slice_in_dim(x, rows, start, 1)
                 return jax.tree.map(take, own)
             return body
@@ -184,7 +184,7 @@ class TransformerLM(LanguageModel):
             own = jax.lax.fori_loop(0, need // big, copy_blocks(big, 0, False), own)
             done = need // big * big
         k, v = jax.lax.fori_loop(0, (need - done + small - 1) // small, copy_blocks(small, done, True), own)
-        return moved.replace(cache={**moved.cache, "k": k, "v": v})
+        return moved.replace(cache=self.constrain_cache({**moved.cache, "k": k, "v": v}))
 
     @staticmethod
     def module_cache(cache):

@@ -319,7 +319,7 @@ def _fold_filled(carry, q32, keys, values, base, count, qpos, scale, window, blo
 
     def fold(size, carry):
         m, l, acc = carry
-        kb = keys[:, :size].astype(jnp.float32)                           # static: fused, not copied
+        kb = keys[:, :size].astype(jnp.float32)                           # a static slice: no cache-sized copy
         vb = values[:, :size].astype(jnp.float32)
         slot = jnp.arange(size, dtype=jnp.int32)
         valid = slot[None] < count[:, None]                                # [B, size]
