@@ -4,7 +4,7 @@
     python benchmarks/smc_profile.py --n 64 256 --repeats 5
 
 Task: ``<BOS>S:`` continued by exactly ``--tokens`` tokens (``benchmarks/smc.py``'s task).
-Five compiled programs, each timed from a fresh state to ``block_until_ready``, interleaved in
+Six compiled programs, each timed from a fresh state to ``block_until_ready``, interleaved in
 rotating order after one warm-up call each:
 
 * decode: ``models.sampling.generate`` (plain sampling, EOS forbidden until the end);
@@ -12,7 +12,10 @@ rotating order after one warm-up call each:
   resampling at ESS < N/2) of ``MinLength(T)``;
 * SMC, no "e": the same with ``* BannedStrings(["e", "E"])``;
 * the two SMC programs with ``ess_threshold=0`` (never resample): every other part of the
-  step (the constraint's masks, the proposal, the weights) without the resampling.
+  step (the constraint's masks, the proposal, the weights) without the resampling;
+* SMC, no "e", with the whole-buffer gather (``LanguageModel.gather``: every slot of the
+  generated cache moved at each resampling, the engine before issue 12's gather), the same
+  draws: its time against "SMC, no e" is what gathering only the filled slots saves.
 
 Reported per variant: CPU time per call (this process, every thread: less disturbed than
 wall time on a shared machine) and the median over rounds of its ratio to decode in the same
@@ -40,7 +43,8 @@ from genppl import models, ppl
 from genppl.inference import smc
 from genppl.models import sampling
 from genppl.models.interface import map_particles, particle_bytes
-from genppl.models.transformer import gathered_slots
+from genppl.models.interface import LanguageModel
+from genppl.models.transformer import TransformerLM, gathered_slots
 
 run_lib = importlib.import_module("genppl.inference.smc.run")  # the module (smc.run is the function)
 
@@ -64,6 +68,18 @@ def gather_ms(gathers: dict, particles, n: int, repeats: int, reps: int = 20) ->
             jax.block_until_ready(f(particles, jax.random.key(r + 1)))
             times[name].append(time.process_time() - c0)
     return {name: 1e3 * statistics.median(t) / reps for name, t in times.items()}
+
+
+@jax.tree_util.register_pytree_node_class
+class _WholeGatherLM(TransformerLM):
+    """The same model, resampled by moving every slot of the cache (``LanguageModel.gather``)."""
+
+    gather = staticmethod(LanguageModel.gather)
+
+
+def _whole_gather(lm):
+    children, aux = lm.tree_flatten()
+    return _WholeGatherLM.tree_unflatten(aux, children)
 
 
 def moved_bytes(particles, filled: int) -> int:
@@ -99,9 +115,11 @@ def main(argv=None) -> dict:
             return lambda seed: run_lib.sweep_jit(kernel, program, smc.init(program, n), jax.random.key(seed))
 
         always, never = smc.build_kernel(), smc.build_kernel(ess_threshold=0.0)
+        no_e_whole = ppl.Program(_whole_gather(lm), prompt, T, potential=length * ppl.BannedStrings(["e", "E"], lm))
         variants = {"decode": decode, "SMC, no constraint": sweep(plain, always), "SMC, no e": sweep(no_e, always),
                     "SMC, no constraint, never resample": sweep(plain, never),
-                    "SMC, no e, never resample": sweep(no_e, never)}
+                    "SMC, no e, never resample": sweep(no_e, never),
+                    "SMC, no e, whole-buffer gather": sweep(no_e_whole, always)}
         resamplings = {}
         for name, f in variants.items():  # warm-up: compile each
             out = jax.block_until_ready(f(0))
