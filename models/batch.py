@@ -18,7 +18,7 @@ import numpy as np
 
 from .interface import InputError, LanguageModel, check_positive_int, map_particles
 
-__all__ = ["PROMPT_AXIS", "Batch", "any_prompt", "in_prompt_batch", "is_prompt_batch", "where_prompt", "map_prompt_states", "pad_prompts"]
+__all__ = ["PROMPT_AXIS", "Batch", "any_prompt", "max_over_prompts", "in_prompt_batch", "is_prompt_batch", "where_prompt", "map_prompt_states", "pad_prompts"]
 
 #: the name of the prompt axis of a batch run (``jax.vmap(..., axis_name=PROMPT_AXIS)``)
 PROMPT_AXIS = "prompts"
@@ -39,6 +39,16 @@ def any_prompt(flag):
         return jax.lax.psum(flag.astype(jnp.int32), PROMPT_AXIS) > 0
     except NameError:  # not under a batch run's prompt axis
         return flag
+
+
+def max_over_prompts(value):
+    """``value`` (a scalar) maxed over the prompts of a batch run under the prompt axis
+    (:data:`PROMPT_AXIS`); ``value`` itself otherwise (traceable). Like :func:`any_prompt`, it
+    keeps a loop bound or a ``lax.switch`` index unbatched under ``vmap``."""
+    try:
+        return jax.lax.pmax(value, PROMPT_AXIS)
+    except NameError:  # not under a batch run's prompt axis
+        return value
 
 
 def in_prompt_batch() -> bool:

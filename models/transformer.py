@@ -12,8 +12,31 @@ from flax import nnx
 from .architectures import ArchConfig, CheckpointError, init_cache, load_checkpoint
 from .architectures.checkpoint import read_json
 from .chat import eos_ids_of_checkpoint, fold_eos
-from .interface import InputError, LanguageModel, Shared
+from .batch import max_over_prompts
+from .interface import InputError, LanguageModel, Shared, map_particles
 from .tokenizer import Tokenizer
+
+
+#: cache slots per block of a resampling gather (:meth:`TransformerLM.gather`)
+GATHER_BLOCK = 16
+
+
+def gather_blocks(slots: int) -> tuple[int, int]:
+    """(big, small): the block sizes :meth:`TransformerLM.gather` copies a cache of ``slots``
+    generated slots in: big blocks while they fit (fewer loop trips; at most half the buffer, since
+    a block as large as the buffer is a whole-buffer gather, which XLA copies into the loop), then
+    blocks of ``GATHER_BLOCK`` up to the longest row; ``big == small`` means no big blocks."""
+    small = min(GATHER_BLOCK, slots)
+    return max(min(4 * small, slots // 2 // small * small), small), small
+
+
+def gathered_slots(slots: int, filled: int) -> int:
+    """Slots per row :meth:`TransformerLM.gather` copies when the longest row has ``filled``
+    generated tokens (``filled`` rounded up to the blocks of :func:`gather_blocks`)."""
+    big, small = gather_blocks(slots)
+    filled = min(int(filled), slots)
+    done = filled // big * big if big > small else 0
+    return done + -(-(filled - done) // small) * small
 
 
 @jax.tree_util.register_pytree_node_class
@@ -120,6 +143,48 @@ class TransformerLM(LanguageModel):
         logits, cache = (self.module(tokens, positions, self.module_cache(cache)) if "prompt" not in cache
                          else self._forward_shared(cache, tokens, positions))
         return fold_eos(logits, self._eos_ids), self.constrain_cache(cache)
+
+    def gather(self, state, idx):
+        """Select particles by index (resampling), moving only the filled part of their caches.
+
+        Particle i's generated keys/values fill slots ``s < length - prompt_length``. The gather
+        copies them in blocks (:func:`gather_blocks`) up to the longest filled row
+        (:func:`gathered_slots` per row), in place: a loop whose trip count follows the filled
+        length (a ``lax.switch`` over static buckets makes XLA copy the whole buffer into the
+        branch first; checked on the optimised HLO by tests/models/test_transformer.py). The
+        slots past it keep what they held: keys of no position the row has reached, and every
+        forward pass writes a slot before any query reads it, so logits, tokens and weights are
+        bit for bit those of a gather of the whole buffer. The shared prompt cache is not moved.
+        """
+        cache = state.cache
+        if "prompt" not in cache:
+            return super().gather(state, idx)
+        moved = map_particles(lambda x: x[idx], state.replace(cache={**cache, "k": (), "v": ()}))
+        own = (cache["k"], cache["v"])
+        S = own[0][0].shape[1]
+        need = jnp.minimum(max_over_prompts(jnp.max(state.length - state.prompt_length)), S)
+
+        def copy_blocks(block, first, clamp):
+            def body(j, own):
+                lo = first + j * block
+                start = jnp.minimum(lo, S - block) if clamp else lo  # a last block may overlap the one before:
+                earlier = (start + jnp.arange(block) < lo)[None, :, None, None]  # its first slots are moved
+
+                def take(x):  # rows idx of slots [start, start + block), written back at every row
+                    rows = jax.vmap(lambda r: jax.lax.dynamic_slice(x, (r, start, 0, 0), (1, block) + x.shape[2:])[0])(idx)
+                    if clamp:
+                        rows = jnp.where(earlier, jax.lax.dynamic_slice_in_dim(x, start, block, 1), rows)
+                    return jax.lax.dynamic_update_slice_in_dim(x, rows, start, 1)
+                return jax.tree.map(take, own)
+            return body
+
+        big, small = gather_blocks(S)
+        done = jnp.int32(0)
+        if big > small:
+            own = jax.lax.fori_loop(0, need // big, copy_blocks(big, 0, False), own)
+            done = need // big * big
+        k, v = jax.lax.fori_loop(0, (need - done + small - 1) // small, copy_blocks(small, done, True), own)
+        return moved.replace(cache=self.constrain_cache({**moved.cache, "k": k, "v": v}))
 
     @staticmethod
     def module_cache(cache):

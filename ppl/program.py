@@ -179,6 +179,12 @@ class Program(Fields):
             fault=jnp.full((n,), -1, jnp.int32),
         )
 
+    def gather(self, state: ProgramState, idx) -> ProgramState:
+        """Particles ``idx`` of ``state`` (resampling): the LM state through ``lm.gather``
+        (a transformer moves only the filled part of its cache), every other leaf ``x[idx]``."""
+        moved = map_particles(lambda x: x[idx], state.replace(lm=None))
+        return moved.replace(lm=self.lm.gather(state.lm, idx))
+
     def next_token_weights(self, state: ProgramState) -> tuple[jax.Array, jax.Array]:
         """(log p [n, V] raw LM, log target increments alpha*log p + token-level phi [n, V])."""
         logp = jax.nn.log_softmax(state.lm.logits.astype(jnp.float32), -1)

@@ -42,7 +42,6 @@ from flax import struct
 from genppl.distributed import constrain, replicated
 from genppl.models.batch import any_prompt, where_prompt
 from genppl.ppl.batch import map_prompts, prompt_keys
-from genppl.models.interface import map_particles
 from genppl.ppl.program import Program, ProgramState
 from genppl.ppl.proposals import locally_optimal
 
@@ -132,7 +131,7 @@ class SMCKernel:
                 return self.resampling_fn.gather(particles, ancestors), reset_weights(logw, flags), ancestors
             ancestors = jnp.where(resampled, drawn, jnp.arange(n, dtype=jnp.int32))
             logw = jnp.where(resampled, jnp.full_like(logw, log_mean_exp(logw)), logw)
-            return map_particles(lambda x: x[ancestors], particles), logw, ancestors
+            return program.gather(particles, ancestors), logw, ancestors  # moves the filled cache only
 
         def keep(particles, logw):  # no gather: copying the LM cache costs as much as a step
             return particles, logw, jnp.arange(n, dtype=jnp.int32)

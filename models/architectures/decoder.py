@@ -18,6 +18,8 @@ axis 1, and ``offset`` [B], each row's prompt length): row b then reads position
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -226,8 +228,32 @@ class Attention(nnx.Module):
         return self.o_proj(out.reshape(B, L, H * D)), new_cache
 
 
-#: cache slots per block of the decode step's attention loop (see :func:`decode_attention`)
-DECODE_BLOCK = 128
+#: the smallest length bucket (cache slots) of the decode step's attention (:func:`decode_attention`)
+DECODE_BLOCK = 16
+
+
+def fill_buckets(capacity: int, smallest: int | None = None) -> tuple[int, ...]:
+    """The static prefix lengths a cache of ``capacity`` slots is read at: ``smallest * 2**i``
+    and ``1.5 * smallest * 2**i`` below ``capacity``, then ``capacity`` (``smallest`` defaults
+    to :data:`DECODE_BLOCK`, read at trace time). Two buckets per doubling: a bucket holds at
+    most 1.5x the slots it is chosen for (past the smallest), at ``2 ceil(log2(capacity / smallest)) + 1``
+    compiled branches at most (one bucket per doubling wasted up to 2x: measured slower)."""
+    smallest = max(int(DECODE_BLOCK if smallest is None else smallest), 1)
+    sizes, size = set(), smallest
+    while size < capacity:
+        sizes.update(s for s in (size, size + size // 2) if s < capacity)
+        size *= 2
+    return tuple(sorted(sizes)) + (int(capacity),)
+
+
+def bucket_index(need, sizes) -> jax.Array:
+    """Index of the first of ``sizes`` (ascending) that is ``>= need`` (a traced int scalar),
+    the same for every prompt of a batch run (the longest prompt decides: under ``vmap`` a
+    per-prompt index would make ``lax.switch`` run every branch)."""
+    from genppl.models.batch import max_over_prompts  # here: models.batch imports the models package
+
+    need = max_over_prompts(need)
+    return sum((need > size).astype(jnp.int32) for size in sizes[:-1]) + jnp.int32(0)
 
 
 def decode_attention(q, keys, values, qpos, scale: float, window: int | None = None, block: int | None = None,
@@ -240,27 +266,32 @@ def decode_attention(q, keys, values, qpos, scale: float, window: int | None = N
     Without ``offset``, slot s of the cache holds position s. With a shared prompt cache,
     ``prompt_keys``/``prompt_values`` [1, P, K, D] hold positions 0..P-1 of every row (row b
     uses its first ``offset[b]`` slots, its prompt) and slot s of ``keys``/``values`` holds
-    position ``offset[b] + s``: the two segments are folded into one softmax.
+    position ``offset[b] + s``: the two segments are folded into one softmax (an online
+    softmax in float32: running max ``m``, normaliser ``l``, weighted sum ``acc``, rescaled
+    by ``exp(m_old - m_new)``), so the result equals the full softmax.
 
-    Cost follows the filled length, not the capacity S: a loop over blocks of
-    ``block`` slots (default :data:`DECODE_BLOCK`, read at trace time) runs
-    ``ceil(max_b filled_b / block)`` blocks per segment (a scan over every block whose cond
-    skips those past the longest filled row: one compiled program whatever the length, and
-    reverse-mode differentiable), accumulating an online softmax in float32 (running max
-    ``m``, normaliser ``l``, weighted sum ``acc``; each block rescales them by
-    ``exp(m_old - m_new)``), so the result equals the full softmax. Under ``jax.vmap`` (many
-    prompts) the loop runs to the longest row of the batch.
+    Cost follows the filled length, not the capacity S: the cache of generated keys (the
+    whole cache without ``offset``) is read up to a static length bucket (:func:`fill_buckets`:
+    ``block`` (default :data:`DECODE_BLOCK`) times 1, 1.5, 2, 3, 4, 6, ... slots, then S), the
+    smallest that holds the longest filled row, chosen by a ``lax.switch`` whose branch L
+    reads the static slice ``keys[:, :L]``: one compiled program whatever the length (one
+    branch per bucket, at most ``2 ceil(log2(S / block)) + 1``), reverse-mode differentiable. Under
+    ``jax.vmap`` (many prompts) the longest prompt picks the bucket. The shared prompt cache
+    is read whole (it is filled). Within a bucket the cost is that of L slots (at most 1.5x
+    the filled length past the smallest bucket).
 
-    No relayout of the cache: scores are a multiply-and-reduce over the minor (head_dim) axis
-    of a block sliced from the cache as stored, ``sum_d q[b,k,g,d] * K[b,s,k,d]``, and the
-    output a reduce over the slot axis, ``sum_s p[b,s,k,g] * V[b,s,k,d]``. A batched dot
-    (einsum) here makes XLA copy every layer's K and V into a [B, K, S, D] layout at every step;
-    tests/models/architectures/test_decoder.py compiles a loop of decode steps and checks that
-    the optimised HLO of the loop body holds no transpose and no copy of a cache-sized array
-    (XLA on CPU does materialise each ``block``-slot slice before its reduction: a copy of the
-    part being read, in the same layout, never of the whole cache; with a capacity of at most
-    ``block`` slots there is no slice at all). Products are taken in float32 (bfloat16 caches
-    are read as stored and converted inside the fusion).
+    No relayout and no copy of the whole cache: scores are a multiply-and-reduce over the
+    minor (head_dim) axis of the cache as stored, ``sum_d q[b,k,g,d] * K[b,s,k,d]``, and the
+    output a reduce over the slot axis, ``sum_s p[b,s,k,g] * V[b,s,k,d]`` (a batched dot makes
+    XLA copy every layer's K and V into a [B, K, S, D] layout at every step). XLA:CPU hands
+    these reductions to YNNPACK, which reads whole buffers: the bucket's slice (L < S) is
+    copied out first, a copy of the filled part, never of the whole cache (the last bucket,
+    L = S, reads the cache in place). Checked on the optimised HLO
+    (``jax.jit(f).lower(...).compile().as_text()``) of a loop of decode steps:
+    tests/models/architectures/test_decoder.py asserts that the loop body and every switch
+    branch hold no transpose or copy of a cache-sized array and that every slice of the cache
+    they take is a bucket shorter than the capacity. Products are taken in float32 (bfloat16
+    caches are read as stored and converted inside the fusion).
     """
     B, K, G, D = q.shape
     qpos = qpos.astype(jnp.int32)
@@ -268,35 +299,33 @@ def decode_attention(q, keys, values, qpos, scale: float, window: int | None = N
     carry = (jnp.full((B, K, G), _NEG, jnp.float32), jnp.zeros((B, K, G), jnp.float32),
              jnp.zeros((B, K, G, D), jnp.float32))
     if offset is None:
-        carry = _fold_blocks(carry, q32, keys, values, jnp.zeros_like(qpos), qpos + 1, qpos, scale, window, block)
+        carry = _fold_filled(carry, q32, keys, values, jnp.zeros_like(qpos), qpos + 1, qpos, scale, window, block)
     else:
         offset = offset.astype(jnp.int32)
-        carry = _fold_blocks(carry, q32, prompt_keys, prompt_values, jnp.zeros_like(qpos),
-                             jnp.minimum(offset, qpos + 1), qpos, scale, window, block)
-        carry = _fold_blocks(carry, q32, keys, values, offset, jnp.clip(qpos - offset + 1, 0, keys.shape[1]),
+        # the prompt segment is read whole: it is filled (up to the padding of its bucket)
+        carry = _fold_filled(carry, q32, prompt_keys, prompt_values, jnp.zeros_like(qpos),
+                             jnp.minimum(offset, qpos + 1), qpos, scale, window, prompt_keys.shape[1])
+        carry = _fold_filled(carry, q32, keys, values, offset, jnp.clip(qpos - offset + 1, 0, keys.shape[1]),
                              qpos, scale, window, block)
     _, l, acc = carry
     return acc / l[..., None]
 
 
-def _fold_blocks(carry, q32, keys, values, base, count, qpos, scale, window, block):
+def _fold_filled(carry, q32, keys, values, base, count, qpos, scale, window, block):
     """Fold slots ``s < count[b]`` of keys/values [B or 1, S, K, D] (at positions base[b] + s)
-    into the online-softmax carry (m, l, acc), block by block (see :func:`decode_attention`)."""
-    S = keys.shape[1]
-    block = int(min(DECODE_BLOCK if block is None else block, S))
-    num_blocks = jnp.minimum((jnp.max(count) + block - 1) // block, -(-S // block))
+    into the online-softmax carry (m, l, acc), reading the smallest bucket of slots that holds
+    every row's count (see :func:`decode_attention`)."""
+    sizes = fill_buckets(keys.shape[1], block)
 
-    def body(i, carry):
+    def fold(size, carry):
         m, l, acc = carry
-        lo = i * block
-        start = jnp.minimum(lo, S - block)  # the last block may overlap the one before: masked below
-        kb = jax.lax.dynamic_slice_in_dim(keys, start, block, 1).astype(jnp.float32)
-        vb = jax.lax.dynamic_slice_in_dim(values, start, block, 1).astype(jnp.float32)
-        slot = start + jnp.arange(block, dtype=jnp.int32)                  # [block]
-        valid = (slot[None] >= lo) & (slot[None] < count[:, None])          # [B, block]
+        kb = keys[:, :size].astype(jnp.float32)                           # a static slice: no cache-sized copy
+        vb = values[:, :size].astype(jnp.float32)
+        slot = jnp.arange(size, dtype=jnp.int32)
+        valid = slot[None] < count[:, None]                                # [B, size]
         if window is not None:
             valid = valid & (base[:, None] + slot[None] > qpos[:, None] - window)
-        scores = jnp.sum(q32 * kb[:, :, :, None, :], axis=-1) * scale      # [B, block, K, G]
+        scores = jnp.sum(q32 * kb[:, :, :, None, :], axis=-1) * scale      # [B, size, K, G]
         valid = valid[:, :, None, None]
         scores = jnp.where(valid, scores, _NEG)
         m_new = jnp.maximum(m, jnp.max(scores, axis=1))                    # [B, K, G]
@@ -306,17 +335,10 @@ def _fold_blocks(carry, q32, keys, values, base, count, qpos, scale, window, blo
         acc = acc * corr[..., None] + jnp.sum(p[..., None] * vb[:, :, :, None, :], axis=1)
         return m_new, l, acc
 
-    from genppl.models.batch import any_prompt  # here: models.batch imports the models package
-
-    def maybe(carry, i):
-        # a scan of static length (reverse-mode differentiable, unlike a loop with a traced bound:
-        # training through decode steps needs it) whose cond skips the blocks past the longest
-        # filled row, so the work still follows the filled length; the predicate is or-ed over a
-        # batch run's prompts so that vmap keeps the cond (a batched predicate runs both branches)
-        return jax.lax.cond(any_prompt(i < num_blocks), lambda c: body(i, c), lambda c: c, carry), None
-
-    carry, _ = jax.lax.scan(maybe, carry, jnp.arange(-(-S // block), dtype=jnp.int32))
-    return carry
+    if len(sizes) == 1:
+        return fold(sizes[0], carry)
+    branches = [functools.partial(fold, size) for size in sizes]
+    return jax.lax.switch(bucket_index(jnp.max(count), sizes), branches, carry)
 
 
 class MLP(nnx.Module):

@@ -2,9 +2,11 @@
 size, and every corrupt or missing file as one CheckpointError (an InputError) naming the file."""
 
 import json
+import re
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -143,3 +145,64 @@ def test_a_missing_config_field_is_a_checkpoint_error(copy):
     edit_json(copy, "config.json", lambda c: c.update(hidden_size="wide"))
     with pytest.raises(CheckpointError, match="config.json is not a valid llama config"):
         models.load(copy)
+
+
+# ---- resampling moves only the filled part of the cache (issue 12) ------------------------------
+def _decode_steps(lm, state, tokens):
+    return jax.lax.fori_loop(0, tokens.shape[1], lambda i, s: lm.extend(s, tokens[:, i]), state)
+
+
+@pytest.mark.parametrize("filled", [19, 37])
+def test_gather_moves_only_filled_slots_and_later_steps_are_bit_identical(llama_lm, filled):
+    """``TransformerLM.gather`` copies each particle's generated keys up to the longest filled
+    row and leaves the slots past it: the moved slots equal the whole-buffer gather's, and decoding
+    on from either gives the same logits bit for bit (a slot is written before it is read).
+    A 40-slot cache: 19 tokens move two 16-slot blocks; 37 move three, the last one overlapping
+    the one before (slots 24-39)."""
+    from genppl.models.interface import LanguageModel
+
+    n = 5
+    rng = np.random.RandomState(0)
+    state = llama_lm.prefill([1, 2, 3], n, 40)
+    state = jax.jit(_decode_steps)(llama_lm, state, jnp.asarray(rng.randint(1, 30, (n, filled)), jnp.int32))
+    idx = jnp.array([3, 3, 0, 4, 1])
+    ours = jax.jit(llama_lm.gather)(state, idx)
+    whole = jax.jit(LanguageModel.gather)(state, idx)
+    assert int((state.length - state.prompt_length).max()) == filled and state.cache["k"][0].shape[1] == 40
+    for a, b in zip(jax.tree.leaves((ours.cache["k"], ours.cache["v"])), jax.tree.leaves((whole.cache["k"], whole.cache["v"]))):
+        np.testing.assert_array_equal(np.asarray(a)[:, :filled], np.asarray(b)[:, :filled])
+    rest = lambda s: jax.tree.leaves(s.replace(cache={k: v for k, v in s.cache.items() if k not in ("k", "v")}))  # noqa: E731
+    for a, b in zip(rest(ours), rest(whole)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    more = jnp.asarray(rng.randint(1, 30, (n, 3)), jnp.int32)
+    a, b = (jax.jit(_decode_steps)(llama_lm, s, more) for s in (ours, whole))
+    np.testing.assert_array_equal(np.asarray(a.logits), np.asarray(b.logits))
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+def test_resampling_in_a_loop_copies_no_whole_cache(llama_lm):
+    """The optimised HLO of a loop of (resample, decode) steps holds no copy of a cache-sized array:
+    the gather writes its blocks in place into the loop's cache (a switch over buckets, or a
+    gather of the whole buffer, makes XLA copy every layer's cache at each resampling)."""
+    from tests.models.architectures.test_decoder import _loop_body_ops
+
+    n = 4
+    state = llama_lm.prefill([1, 2, 3], n, 40)
+    size = int(np.prod(state.cache["k"][0].shape))
+
+    def loop(lm, state, key):
+        def body(i, s):
+            idx = jnp.sort(jax.random.randint(jax.random.fold_in(key, i), (n,), 0, n))
+            moved = jax.lax.cond(i % 2 == 0, lambda s: lm.gather(s, idx), lambda s: s, s)
+            return lm.extend(moved, jnp.full((n,), 5, jnp.int32))
+        return jax.lax.fori_loop(0, 6, body, state)
+
+    ops = _loop_body_ops(jax.jit(loop).lower(llama_lm, state, jax.random.key(0)).compile().as_text())
+    assert any("dynamic-update-slice" in op for op in ops), "no in-place block write found"
+
+    def elements(line):
+        shape = re.search(r"= \w+\[([\d,]*)\]", line)
+        return int(np.prod([int(d) for d in shape.group(1).split(",") if d])) if shape else 0
+
+    copies = [op.strip()[:160] for op in ops if re.search(r"\bcopy\(", op) and elements(op) >= size]
+    assert not copies, copies

@@ -252,3 +252,75 @@ def test_shared_prompt_cache_equals_the_full_pass(arch):
     got = np.concatenate([np.asarray(p) for p in pieces], axis=1)
     assert got.shape[1] == L - prompt_len
     assert np.abs(got - np.asarray(full)[:, prompt_len:]).max() <= TOL
+
+
+# ------------------------------------------------------------------- length buckets (issue 12)
+def test_length_buckets_grow_by_half_and_whole_steps():
+    from genppl.models.architectures.decoder import fill_buckets
+
+    assert fill_buckets(192, 16) == (16, 24, 32, 48, 64, 96, 128, 192)
+    assert fill_buckets(37, 4) == (4, 6, 8, 12, 16, 24, 32, 37)
+    assert fill_buckets(16, 16) == (16,) and fill_buckets(5, 16) == (5,)
+    for capacity in (1, 17, 100, 2048):
+        sizes = fill_buckets(capacity, 16)
+        assert sizes[-1] == capacity and list(sizes) == sorted(set(sizes))
+        assert len(sizes) <= 2 * max(np.ceil(np.log2(capacity / 16)), 0) + 1
+        assert all(b <= 1.5 * a for a, b in zip(sizes, sizes[1:]))  # at most 1.5x the slots needed
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_decode_attention_in_every_length_bucket_equals_the_full_softmax(window):
+    """Rows whose longest filled length falls in each bucket (block 4, capacity 37: buckets 4, 6,
+    8, ..., 32, 37), with and without a shared prompt segment: the bucket read equals the exact
+    softmax over the filled slots."""
+    from genppl.models.architectures.decoder import decode_attention
+
+    B, S, K, G, D, P = 3, 37, 2, 3, 8, 6
+    ks = jax.random.split(jax.random.key(6), 5)
+    q = jax.random.normal(ks[0], (B, K, G, D))
+    keys, values = jax.random.normal(ks[1], (B, S, K, D)), jax.random.normal(ks[2], (B, S, K, D))
+    pk, pv = jax.random.normal(ks[3], (1, P, K, D)), jax.random.normal(ks[4], (1, P, K, D))
+    offset = np.array([4, 6, 5], np.int32)  # each row's prompt length (<= P)
+    own = jax.jit(decode_attention, static_argnums=(4, 5, 6))
+    shared = jax.jit(lambda q, k, v, qpos, pk, pv, off: decode_attention(q, k, v, qpos, 0.3, window, 4, pk, pv, off))
+    for top in range(S):
+        qpos = jnp.array([0, top // 2, top], jnp.int32)
+        np.testing.assert_allclose(np.asarray(own(q, keys, values, qpos, 0.3, window, 4)),
+                                   _reference_attention(q, keys, values, qpos, 0.3, window), atol=1e-5, rtol=1e-5)
+        # shared prompt: row b's position p < offset[b] is prompt slot p, then generated slot p - offset[b]
+        full_k = np.stack([np.concatenate([np.asarray(pk[0, :o]), np.asarray(keys[b, :S - o])]) for b, o in enumerate(offset)])
+        full_v = np.stack([np.concatenate([np.asarray(pv[0, :o]), np.asarray(values[b, :S - o])]) for b, o in enumerate(offset)])
+        qpos_shared = jnp.asarray(offset) + qpos // 2  # generated slots up to top // 2 filled
+        np.testing.assert_allclose(np.asarray(shared(q, keys, values, qpos_shared, pk, pv, jnp.asarray(offset))),
+                                   _reference_attention(q, full_k, full_v, qpos_shared, 0.3, window), atol=1e-5, rtol=1e-5)
+
+
+def test_decode_steps_read_a_length_bucket_never_the_whole_cache(llama_lm):
+    """The optimised HLO of a loop of decode steps: each layer's attention over the generated keys
+    is a switch with one branch per length bucket (4 buckets for a 40-slot cache: one compiled
+    program for every length), and every slice of a cache array taken in the loop is a bucket
+    shorter than the capacity (XLA:CPU copies a slice out before its YNNPACK reduction: the
+    filled part, never the whole cache); ``test_decode_steps_read_the_kv_cache_in_place`` checks
+    that no cache-sized copy or transpose remains."""
+    from genppl.models.architectures.decoder import fill_buckets
+
+    n, steps = 3, 4
+    state = llama_lm.prefill([1, 2, 3], n, 40)
+    _, S, K, D = state.cache["k"][0].shape
+    buckets = fill_buckets(S)
+    assert buckets == (16, 24, 32, 40)
+
+    def decode(lm, state):
+        tokens = jnp.full((n,), 5, jnp.int32)
+        return jax.lax.fori_loop(0, steps, lambda i, s: lm.extend(s, tokens), state)
+
+    ops = _loop_body_ops(jax.jit(decode).lower(llama_lm, state).compile().as_text())
+    switches = [op for op in ops if " conditional(" in op]
+    assert len(switches) == llama_lm.config.num_layers
+    assert all(op.count("branch_computations") == 1 and
+               len(re.search(r"branch_computations=\{([^}]*)\}", op).group(1).split(",")) == len(buckets)
+               for op in switches)
+    sliced = [int(m.group(1)) for op in ops if re.search(r"\b(slice|dynamic-slice)\(", op)
+              for m in [re.search(rf"= f32\[{n},(\d+),{K},{D}\]", op)] if m]
+    assert sliced, "no slice of the cache found: the bucketed path was not compiled"
+    assert set(sliced) <= set(buckets[:-1]), sliced
