@@ -157,8 +157,8 @@ class TransformerLM(LanguageModel):
         bit for bit those of a gather of the whole buffer. The shared prompt cache is not moved.
         """
         cache = state.cache
-        if "prompt" not in cache:
-            return super().gather(state, idx)
+        if "prompt" not in cache or jnp.shape(idx)[0] != jax.tree.leaves(cache["k"])[0].shape[0]:
+            return super().gather(state, idx)  # a new number of particles (e.g. rollouts): a new buffer
         moved = map_particles(lambda x: x[idx], state.replace(cache={**cache, "k": (), "v": ()}))
         own = (cache["k"], cache["v"])
         S = own[0][0].shape[1]

@@ -180,6 +180,20 @@ def test_gather_moves_only_filled_slots_and_later_steps_are_bit_identical(llama_
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
 
 
+def test_gather_to_another_number_of_particles_equals_the_whole_buffer_gather(llama_lm):
+    """Indices that fan particles out or in (rollouts, expansions) get a new buffer: the same
+    arrays as the base gather, bit for bit."""
+    from genppl.models.interface import LanguageModel
+
+    state = llama_lm.prefill([1, 2, 3], 3, 24)
+    state = jax.jit(_decode_steps)(llama_lm, state, jnp.asarray(np.arange(1, 16).reshape(3, 5), jnp.int32))
+    for idx in (jnp.array([0, 0, 1, 1, 2, 2, 2]), jnp.array([2, 0])):
+        ours, whole = llama_lm.gather(state, idx), LanguageModel.gather(state, idx)
+        assert ours.cache["k"][0].shape[0] == len(idx)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(whole)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_resampling_in_a_loop_copies_no_whole_cache(llama_lm):
     """The optimised HLO of a loop of (resample, decode) steps holds no copy of a cache-sized array:
     the gather writes its blocks in place into the loop's cache (a switch over buckets, or a
