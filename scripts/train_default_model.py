@@ -49,10 +49,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from genppl.tasks import arithmetic, chains, multistep, sentences  # noqa: E402
+from genppl.tasks.corpus import build_corpus  # noqa: E402
 
 #: the harder tasks (train/dev/eval splits) that --task can evaluate
 HARD_TASKS = {"chains": chains, "multistep": multistep}
-from genppl.tasks.corpus import build_corpus  # noqa: E402
 
 EOT = "<|endoftext|>"
 WORK = ROOT / "scripts" / "_work"
