@@ -7,6 +7,7 @@
   reading), with train/dev/eval splits; the bundled models do not learn them.
 * :mod:`tasks.sentences`: simple sentences over a few hundred words, for keyword constraints.
 * :mod:`tasks.corpus`: the mixed training corpus of the bundled model.
+* :mod:`tasks.splits`: train/dev/eval streams of a generator that never share a question.
 
 Prompts are plain text (``arithmetic.prompt_text(problem)``, ``sentences.prompt_text()``);
 the bundled model expects its BOS token (``<|endoftext|>``) before the encoded prompt.
@@ -16,6 +17,6 @@ SMC particles); ``arithmetic.equations_hold`` and ``arithmetic.step_reward`` are
 verifier and the step reward the ``genppl`` command's SMC methods use.
 """
 
-from . import arithmetic, chains, corpus, multistep, sentences
+from . import arithmetic, chains, corpus, multistep, sentences, splits
 
-__all__ = ["arithmetic", "chains", "corpus", "multistep", "sentences"]
+__all__ = ["arithmetic", "chains", "corpus", "multistep", "sentences", "splits"]

@@ -31,6 +31,9 @@ import dataclasses
 import random
 
 from . import arithmetic
+# the answer check and gold step labels read only a problem's answer and solution: shared
+from .multistep import accuracy, check, is_correct, on_track, reference_steps, steps_on_track
+from .splits import SPLITS, Splits
 
 __all__ = [
     "Problem", "generate_problem", "problems", "prompt_text", "document", "extract_answer", "is_correct",
@@ -54,7 +57,6 @@ OPERATIONS = (5, 8)
 #: EOS, is 103 tokens in 5,000 training problems; the mean about 78).
 MAX_NEW_TOKENS = 112
 STEP_DELIMITER = arithmetic.STEP_DELIMITER
-SPLITS = ("train", "dev", "eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,26 +93,13 @@ def generate_problem(rng: random.Random | int, operations=OPERATIONS, max_operan
     return Problem(p.question, p.answer, p.solution, len(arithmetic.steps(p.solution)))
 
 
-def _stream(seed, exclude: set, n: int, **knobs) -> list[Problem]:
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        p = generate_problem(rng, **knobs)
-        if p.question not in exclude:
-            out.append(p)
-    return out
+_SPLITS = Splits(generate_problem, "chains", EVAL_SEED, DEV_SEED, HELD_OUT)
 
 
 def held_out_questions(split: str = "both") -> set[str]:
     """The questions no training stream may contain: the first :data:`HELD_OUT` of the
     ``"eval"`` stream, of the ``"dev"`` stream, or of ``"both"``."""
-    if split not in ("eval", "dev", "both"):
-        raise ValueError(f"split must be 'eval', 'dev' or 'both', got {split!r}")
-    eval_questions = {p.question for p in _stream(EVAL_SEED, set(), HELD_OUT)}
-    if split == "eval":
-        return eval_questions
-    dev_questions = {p.question for p in _stream(DEV_SEED, eval_questions, HELD_OUT)}
-    return dev_questions if split == "dev" else eval_questions | dev_questions
+    return _SPLITS.held_out_questions(split)
 
 
 def problems(split: str, n: int, seed: int = 0, **knobs) -> list[Problem]:
@@ -121,64 +110,9 @@ def problems(split: str, n: int, seed: int = 0, **knobs) -> list[Problem]:
     the default difficulty; knobs (see :func:`generate_problem`) apply to ``"train"`` only.
     No question appears in two splits.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if split != "train":
-        if n > HELD_OUT:
-            raise ValueError(f"the {split} split holds {HELD_OUT} problems; asked for {n}")
-        if knobs:
-            raise ValueError(f"the {split} split has fixed difficulty; knobs {sorted(knobs)} apply to 'train'")
-        if split == "eval":
-            return _stream(EVAL_SEED, set(), n)
-        return _stream(DEV_SEED, held_out_questions("eval"), n)
-    return _stream(f"{seed}/chains-train", held_out_questions("both"), n, **knobs)
+    return _SPLITS.problems(split, n, seed, **knobs)
 
 
 prompt_text = arithmetic.prompt_text
 document = arithmetic.document
 extract_answer = arithmetic.extract_answer
-
-
-def is_correct(completion: str, problem: Problem) -> bool:
-    """Whether the completion's final answer equals the problem's answer."""
-    return extract_answer(completion) == problem.answer
-
-
-def check(completion: str, problem: Problem) -> bool:
-    """Whether the completion is right: its final answer is the problem's answer."""
-    return is_correct(completion, problem)
-
-
-def accuracy(completions, problems_) -> float:
-    """Fraction of completions whose final answer is right (``completions[i]`` answers
-    ``problems_[i]``)."""
-    return arithmetic.accuracy(completions, problems_)
-
-
-def reference_steps(problem: Problem) -> list[tuple[int, str, int, int]]:
-    """The reference equations ``(a, op, b, c)`` of the worked solution, in order."""
-    return arithmetic.steps(problem.solution)
-
-
-def steps_on_track(completion: str, problem: Problem) -> list[bool]:
-    """For each equation the completion writes, whether it and every one before it equal the
-    reference solution's (a gold step label: False from the first departure on)."""
-    ref = reference_steps(problem)
-    out, ok = [], True
-    for i, s in enumerate(arithmetic.steps(completion)):
-        ok = ok and i < len(ref) and s == ref[i]
-        out.append(ok)
-    return out
-
-
-def on_track(partial: str, problem: Problem) -> bool:
-    """Whether a partial solution (the text after ``"A:"`` up to the end of a step) is, step
-    for step, the beginning of the reference solution (a gold label for a step). Surrounding
-    spaces are ignored."""
-    if "\nA:" in partial:
-        partial = partial.split("\nA:", 1)[1]
-    partial, reference = partial.strip(), problem.solution.strip()
-    return bool(partial) and reference.startswith(partial) and (
-        len(partial) == len(reference) or reference[len(partial)] == " ")

@@ -41,6 +41,7 @@ import dataclasses
 import random
 
 from . import arithmetic
+from .splits import SPLITS, Splits
 
 __all__ = [
     "Problem", "generate_problem", "problems", "prompt_text", "document", "extract_answer",
@@ -62,7 +63,6 @@ MAX_NEW_TOKENS = 144
 STEPS = (3, 6)
 #: Default range (inclusive) of the number of distractor sentences.
 DISTRACTORS = (1, 2)
-SPLITS = ("train", "dev", "eval")
 
 _NAMES = ["Sam", "Tom", "Ben", "Max", "Leo", "Jack", "Noah", "Omar", "Ravi", "Luis",
           "Ann", "Mia", "Lily", "Emma", "Zoe", "Rosa", "Nina", "Ella", "Maya", "Kate"]
@@ -191,26 +191,13 @@ def generate_problem(rng: random.Random | int, steps=STEPS, distractors=DISTRACT
     return Problem(question=question, answer=values[asked], solution=solution, steps=k, distractors=d)
 
 
-def _stream(seed, exclude: set, n: int, **knobs) -> list[Problem]:
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        p = generate_problem(rng, **knobs)
-        if p.question not in exclude:
-            out.append(p)
-    return out
+_SPLITS = Splits(generate_problem, "multistep", EVAL_SEED, DEV_SEED, HELD_OUT)
 
 
 def held_out_questions(split: str = "both") -> set[str]:
     """The questions no training stream may contain: the first :data:`HELD_OUT` of the
     ``"eval"`` stream, of the ``"dev"`` stream, or of ``"both"``."""
-    if split not in ("eval", "dev", "both"):
-        raise ValueError(f"split must be 'eval', 'dev' or 'both', got {split!r}")
-    eval_questions = {p.question for p in _stream(EVAL_SEED, set(), HELD_OUT)}
-    if split == "eval":
-        return eval_questions
-    dev_questions = {p.question for p in _stream(DEV_SEED, eval_questions, HELD_OUT)}
-    return dev_questions if split == "dev" else eval_questions | dev_questions
+    return _SPLITS.held_out_questions(split)
 
 
 def problems(split: str, n: int, seed: int = 0, **knobs) -> list[Problem]:
@@ -221,19 +208,7 @@ def problems(split: str, n: int, seed: int = 0, **knobs) -> list[Problem]:
     the default difficulty; knobs (see :func:`generate_problem`) apply to ``"train"`` only.
     No question appears in two splits.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if split != "train":
-        if n > HELD_OUT:
-            raise ValueError(f"the {split} split holds {HELD_OUT} problems; asked for {n}")
-        if knobs:
-            raise ValueError(f"the {split} split has fixed difficulty; knobs {sorted(knobs)} apply to 'train'")
-        if split == "eval":
-            return _stream(EVAL_SEED, set(), n)
-        return _stream(DEV_SEED, held_out_questions("eval"), n)
-    return _stream(f"{seed}/multistep-train", held_out_questions("both"), n, **knobs)
+    return _SPLITS.problems(split, n, seed, **knobs)
 
 
 def prompt_text(problem: Problem) -> str:
