@@ -12,6 +12,17 @@ Stored as a Hugging Face ``LlamaForTokenClassification`` checkpoint with ``num_l
 token logits at every position are then the ones :meth:`ProcessRewardModel.token_logits`
 gives. The tokenizer is the policy's, so the PRM reads the policy's token buffer directly.
 
+**Likelihood features** (optional; the bundled PRM has them). A PRM whose trunk is the policy's
+own decoder, unchanged, can also read how likely the policy finds the solution: with a
+``marker`` (the token ids that end the prompt, e.g. ``"\nA:"``), the logit gains
+``u . f_t`` where f_t = (log p(x_t | x_<t), the least and the sum of log p(x_s | x_<s) over
+the solution tokens s <= t after the last marker), all 0 before a marker. A misread amount of
+the question is a token the policy finds unlikely (it read the question), so these features
+carry most of the bundled PRM's skill (``models/bundled-prm/README.md``). They are stored as
+``score.likelihood_weight`` [3] and ``genppl_solution_marker`` in ``config.json``;
+transformers reads the rest of the checkpoint (and warns of that tensor), so its token logits
+are then the hidden-state part alone.
+
 :func:`ppl.PRMReward` and :func:`ppl.PRMFinalReward` turn it into a potential evaluated on
 the device inside the compiled sweep.
 """
@@ -27,7 +38,7 @@ from flax import nnx
 
 from .interface import InputError
 
-__all__ = ["ProcessRewardModel", "HEAD_CLASS"]
+__all__ = ["ProcessRewardModel", "HEAD_CLASS", "likelihood_features"]
 
 #: The transformers class a PRM checkpoint names in ``config.json``.
 HEAD_CLASS = "LlamaForTokenClassification"
@@ -45,29 +56,43 @@ class ProcessRewardModel:
     ends a sequence (a trailing EOS is skipped when a potential reads the last step).
     """
 
-    def __init__(self, graphdef, params, head, config, tokenizer=None):
+    def __init__(self, graphdef, params, head, config, tokenizer=None, marker=None):
         self.graphdef, self.params, self.head = graphdef, params, head
         self.config, self.tokenizer = config, tokenizer
+        self.marker = None if marker is None else tuple(int(t) for t in marker)
+        if ("u" in head) != (self.marker is not None):
+            raise InputError("a PRM with likelihood weights (head['u']) needs the solution marker, and one without "
+                             "needs none: pass both or neither")
         self.vocab_size = config.vocab_size
         self.max_length = config.max_position_embeddings
 
     # ---- pytree ---------------------------------------------------------------------------
     def tree_flatten(self):
-        return (self.params, self.head), (self.graphdef, self.config, self.tokenizer)
+        return (self.params, self.head), (self.graphdef, self.config, self.tokenizer, self.marker)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        graphdef, config, tokenizer = aux
-        return cls(graphdef, children[0], children[1], config, tokenizer)
+        graphdef, config, tokenizer, marker = aux
+        obj = object.__new__(cls)  # no validation: leaves may be tracers or placeholders
+        obj.graphdef, obj.params, obj.head, obj.config, obj.tokenizer, obj.marker = (
+            graphdef, children[0], children[1], config, tokenizer, marker)
+        obj.vocab_size, obj.max_length = config.vocab_size, config.max_position_embeddings
+        return obj
 
     # ---- building, loading, saving ----------------------------------------------------------
     @classmethod
-    def from_decoder(cls, decoder, config, tokenizer=None, key=0) -> "ProcessRewardModel":
+    def from_decoder(cls, decoder, config, tokenizer=None, key=0, marker=None) -> "ProcessRewardModel":
         """A PRM whose trunk is ``decoder`` (e.g. a copy of the policy's) and a fresh head
-        (normal(0, 0.02) weights, bias 0)."""
+        (normal(0, 0.02) weights, bias 0); with ``marker`` (token ids ending the prompt), also
+        likelihood weights, 0 (see the module docstring)."""
         graphdef, params = nnx.split(decoder)
         w = jax.random.normal(jax.random.key(key), (config.hidden_size,), jnp.float32) * 0.02
-        return cls(graphdef, params, {"w": w, "b": jnp.zeros((), jnp.float32)}, config, tokenizer)
+        head = {"w": w, "b": jnp.zeros((), jnp.float32)}
+        if marker is not None:
+            if not len(marker):
+                raise InputError("the solution marker must hold at least one token id")
+            head["u"] = jnp.zeros((N_LIKELIHOOD_FEATURES,), jnp.float32)
+        return cls(graphdef, params, head, config, tokenizer, marker)
 
     @classmethod
     def from_pretrained(cls, path) -> "ProcessRewardModel":
@@ -90,13 +115,18 @@ class ProcessRewardModel:
                                   f"[{HEAD_CLASS!r}] with num_labels 1 (it names {archs}, num_labels {labels})")
         probe = ArchConfig.from_hf(raw)
         hidden = probe.hidden_size
-        decoder, config, heads = load_checkpoint(path, jnp.float32,
-                                                 extra={"score.weight": (1, hidden), "score.bias": (1,)})
+        marker = raw.get(MARKER_FIELD)
+        extra = {"score.weight": (1, hidden), "score.bias": (1,)}
+        if marker is not None:
+            extra["score.likelihood_weight"] = (N_LIKELIHOOD_FEATURES,)
+        decoder, config, heads = load_checkpoint(path, jnp.float32, extra=extra)
         tokenizer = Tokenizer.from_pretrained(path, vocab_size=config.vocab_size) \
             if (path / "tokenizer.json").exists() else None
         graphdef, params = nnx.split(decoder)
         head = {"w": heads["score.weight"][0], "b": heads["score.bias"][0]}
-        return cls(graphdef, params, head, config, tokenizer)
+        if marker is not None:
+            head["u"] = heads["score.likelihood_weight"]
+        return cls(graphdef, params, head, config, tokenizer, marker)
 
     def save(self, path) -> Path:
         """Write the checkpoint (and the tokenizer, when it has one) to ``path``."""
@@ -104,12 +134,12 @@ class ProcessRewardModel:
 
         path = Path(path).expanduser()
         decoder = nnx.merge(self.graphdef, self.params)
-        save_checkpoint(decoder, self.config, path,
-                        extra={"score.weight": jnp.reshape(self.head["w"], (1, -1)),
-                               "score.bias": jnp.reshape(self.head["b"], (1,))},
-                        architecture=HEAD_CLASS,
-                        config_fields={"num_labels": 1, "id2label": {"0": "LABEL_0"},
-                                       "label2id": {"LABEL_0": 0}, "classifier_dropout": 0.0})
+        extra = {"score.weight": jnp.reshape(self.head["w"], (1, -1)), "score.bias": jnp.reshape(self.head["b"], (1,))}
+        fields = {"num_labels": 1, "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}, "classifier_dropout": 0.0}
+        if self.marker is not None:
+            extra["score.likelihood_weight"] = self.head["u"]
+            fields[MARKER_FIELD] = list(self.marker)
+        save_checkpoint(decoder, self.config, path, extra=extra, architecture=HEAD_CLASS, config_fields=fields)
         if self.tokenizer is not None and getattr(self.tokenizer, "hf", None) is not None:
             self.tokenizer.hf.save_pretrained(str(path))
         return path
@@ -140,8 +170,11 @@ class ProcessRewardModel:
     def forward(self, tokens) -> jax.Array:
         """:meth:`token_logits` without validation (traceable)."""
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
-        _, _, hidden = nnx.merge(self.graphdef, self.params)(tokens, positions, None, return_hidden=True)
-        return jnp.einsum("btd,d->bt", hidden.astype(jnp.float32), self.head["w"]) + self.head["b"]
+        lm_logits, _, hidden = nnx.merge(self.graphdef, self.params)(tokens, positions, None, return_hidden=True)
+        out = jnp.einsum("btd,d->bt", hidden.astype(jnp.float32), self.head["w"]) + self.head["b"]
+        if self.marker is not None:
+            out = out + jnp.einsum("btf,f->bt", likelihood_features(lm_logits, tokens, self.marker), self.head["u"])
+        return out
 
     def logits(self, tokens, length) -> jax.Array:
         """[n] reward logit of each row's first ``length[i]`` tokens (read after token
@@ -190,3 +223,37 @@ class ProcessRewardModel:
 
 
 _forward = jax.jit(ProcessRewardModel.forward)
+
+#: (this token's log-prob, the least and the sum of the solution's log-probs so far)
+N_LIKELIHOOD_FEATURES = 3
+#: the config.json field holding the solution marker's token ids
+MARKER_FIELD = "genppl_solution_marker"
+
+
+def likelihood_features(lm_logits, tokens, marker) -> jax.Array:
+    """[n, T, 3] likelihood features (see the module docstring) from the trunk's next-token
+    logits [n, T, V]; causal: position t reads tokens 0..t only."""
+    n, t = tokens.shape
+    logp = jax.nn.log_softmax(lm_logits[:, :-1].astype(jnp.float32), -1)
+    logp = jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
+    logp = jnp.concatenate([jnp.zeros((n, 1), jnp.float32), logp], 1)  # the first token: nothing predicts it
+    m = len(marker)
+    hit = jnp.zeros((n, t), bool)
+    if t >= m:  # hit[:, i]: the marker ends at token i
+        ends = jnp.ones((n, t - m + 1), bool)
+        for j, tok in enumerate(marker):
+            ends = ends & (tokens[:, j:t - m + 1 + j] == tok)
+        hit = hit.at[:, m - 1:].set(ends)
+    idx = jnp.arange(t)
+    start = jax.lax.cummax(jnp.where(hit, idx, -1), axis=1)  # the last marker's end at or before t
+    inside = (idx > start) & (start >= 0)
+    lp = jnp.where(inside, logp, 0.0)
+    csum = jnp.cumsum(lp, 1)
+    total = csum - jnp.where(start >= 0, jnp.take_along_axis(csum, jnp.maximum(start, 0), 1), 0.0)
+
+    def least(a, b):  # running min that restarts at every marker
+        (ra, va), (rb, vb) = a, b
+        return ra | rb, jnp.where(rb, vb, jnp.minimum(va, vb))
+
+    _, low = jax.lax.associative_scan(least, (hit, lp), axis=1)
+    return jnp.stack([lp, low, total], -1)

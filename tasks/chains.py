@@ -39,7 +39,7 @@ __all__ = [
     "Problem", "generate_problem", "problems", "prompt_text", "document", "extract_answer", "is_correct",
     "check", "accuracy", "reference_steps", "steps_on_track", "on_track", "held_out_questions",
     "EVAL_SEED", "DEV_SEED", "HELD_OUT", "MAX_VALUE", "MAX_OPERAND", "OPERATIONS", "MAX_NEW_TOKENS",
-    "STEP_DELIMITER", "SPLITS",
+    "STEP_DELIMITER", "SPLITS", "misread",
 ]
 
 #: Seeds of the held-out streams; training streams use other seeds and exclude both sets.
@@ -116,3 +116,53 @@ def problems(split: str, n: int, seed: int = 0, **knobs) -> list[Problem]:
 prompt_text = arithmetic.prompt_text
 document = arithmetic.document
 extract_answer = arithmetic.extract_answer
+
+
+def misread(problem: Problem, rng: random.Random | int) -> tuple[str, int]:
+    """A wrong worked solution of the kind the bundled reasoner writes, and the index of its
+    first wrong equation: ``(solution, k)``.
+
+    Equation ``k`` (uniform over the solution's) takes another amount of the question (most
+    often a neighbouring sentence's, or 2 for 3 in a multiplication) with probability 0.6, the
+    opposite sign (+ for -) with probability 0.25, or a carried result off by 1-3 with
+    probability 0.15; the arithmetic of the wrong equation is right (but for that slip), and
+    every later equation applies the question's own operation and amount to the wrong running
+    count, down to a wrong answer. Counts stay non-negative. Step labels of the result are
+    exact: :func:`on_track` is true up to equation ``k`` and false from it on. Synthetic
+    training data for a process reward model (``scripts/train_prm.py --synthetic``).
+    """
+    if not isinstance(rng, random.Random):
+        rng = random.Random(rng)
+    ref = reference_steps(problem)
+    amounts = [b for _, op, b, _ in ref if op != "*"]
+    for _ in range(100):
+        k = rng.randrange(len(ref))
+        a, op, b, c = ref[k]
+        kind = rng.choices(["amount", "sign", "slip"], [0.6, 0.25, 0.15])[0]
+        if kind == "amount":
+            if op == "*":
+                b = 5 - b  # doubles <-> triples
+            else:
+                near = [ref[j][2] for j in (k - 2, k - 1, k + 1, k + 2)
+                        if 0 <= j < len(ref) and ref[j][1] != "*"]
+                pool = [v for v in (near if near and rng.random() < 0.7 else amounts) if v != b]
+                if not pool:
+                    continue
+                b = rng.choice(pool)
+        elif kind == "sign":
+            if op == "*":
+                continue
+            op = "+" if op == "-" else "-"
+        c = {"+": a + b, "-": a - b, "*": a * b}[op]
+        if kind == "slip":
+            c += rng.choice([-3, -2, -1, 1, 2, 3])
+        equations = [f"{x} {o} {y} = {z}." for x, o, y, z in ref[:k]] + [f"{a} {op} {b} = {c}."]
+        value = c
+        for _, o, y, _ in ref[k + 1:]:
+            new = {"+": value + y, "-": value - y, "*": value * y}[o]
+            equations.append(f"{value} {o} {y} = {new}.")
+            value = new
+        if value == problem.answer or min(int(e.split("= ")[1][:-1]) for e in equations) < 0:
+            continue
+        return " " + " ".join(equations) + f" The answer is {value}.", k
+    raise ValueError(f"no misreading of this problem found in 100 tries: {problem.question!r}")

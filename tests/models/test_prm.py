@@ -12,8 +12,9 @@ from genppl import models
 from genppl.models.architectures import ArchConfig, CheckpointError, build_decoder
 
 
-def tiny_prm(lm, seed=0, layers=1):
-    """A random PRM over ``lm``'s tokenizer (head weights large enough to spread the scores)."""
+def tiny_prm(lm, seed=0, layers=1, marker=None):
+    """A random PRM over ``lm``'s tokenizer (head weights large enough to spread the scores);
+    with ``marker``, random likelihood weights as well."""
     from flax import nnx
     from transformers import LlamaConfig
 
@@ -21,20 +22,47 @@ def tiny_prm(lm, seed=0, layers=1):
         vocab_size=lm.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=True,
         eos_token_id=lm.eos_id, bos_token_id=lm.eos_id, pad_token_id=lm.eos_id))
-    prm = models.ProcessRewardModel.from_decoder(build_decoder(config, nnx.Rngs(seed)), config, lm.tokenizer, key=seed)
-    prm.head = {"w": prm.head["w"] * 100.0, "b": jnp.float32(0.3)}
+    prm = models.ProcessRewardModel.from_decoder(build_decoder(config, nnx.Rngs(seed)), config, lm.tokenizer,
+                                                 key=seed, marker=marker)
+    prm.head = {**prm.head, "w": prm.head["w"] * 100.0, "b": jnp.float32(0.3)}
+    if marker is not None:
+        prm.head["u"] = jnp.array([0.5, 1.0, 0.25], jnp.float32)
     return prm
 
 
-@pytest.fixture(scope="module")
-def prm(llama_lm):
-    return tiny_prm(llama_lm)
+@pytest.fixture(scope="module", params=["hidden", "likelihood"])
+def prm(llama_lm, request):
+    return tiny_prm(llama_lm, marker=(9, 4) if request.param == "likelihood" else None)
+
+
+def test_likelihood_features_against_a_plain_loop():
+    rng = np.random.default_rng(3)
+    n, t, v, marker = 3, 14, 6, (2, 3)
+    tokens = rng.integers(0, v, size=(n, t))
+    tokens[0, 4:6], tokens[0, 9:11], tokens[1, 11:13] = marker, marker, marker  # two, one, none
+    logits = rng.normal(size=(n, t, v)).astype(np.float32)
+    got = np.asarray(models.prm.likelihood_features(jnp.asarray(logits), jnp.asarray(tokens), marker))
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    for i in range(n):
+        start = None
+        for s in range(t):
+            if s >= 1 and tuple(tokens[i, s - 1:s + 1]) == marker:
+                start, seen = s, []
+                np.testing.assert_allclose(got[i, s], 0.0)
+                continue
+            if start is None:
+                np.testing.assert_allclose(got[i, s], 0.0)
+                continue
+            seen.append(logp[i, s - 1, tokens[i, s]])
+            np.testing.assert_allclose(got[i, s], [seen[-1], min(seen), sum(seen)], rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
 def rows():
     rng = np.random.default_rng(0)
-    return [list(rng.integers(1, 300, size=n)) for n in (5, 9, 3, 12)]  # row 3 fills width 12
+    out = [list(rng.integers(1, 300, size=n)) for n in (5, 9, 3, 12)]  # row 3 fills width 12
+    out[1][2:4] = out[3][1:3] = [9, 4]  # the likelihood PRM's marker: its features are live after it
+    return out
 
 
 def padded(rows, width, pad=0):
@@ -54,6 +82,11 @@ def test_shapes_and_range(prm, rows):
     # logits(tokens, length) reads token_logits after the last token
     np.testing.assert_allclose(prm.logits(tokens, length),
                                np.asarray(prm.token_logits(tokens))[np.arange(4), length - 1], rtol=1e-6)
+    if prm.marker is not None:  # the likelihood term acts after the marker only (rows 1 and 3)
+        blind = models.ProcessRewardModel(prm.graphdef, prm.params, {**prm.head, "u": jnp.zeros(3)}, prm.config,
+                                          prm.tokenizer, prm.marker)
+        moved = np.abs(np.asarray(prm.logits(tokens, length)) - np.asarray(blind.logits(tokens, length))) > 1e-3
+        assert moved.tolist() == [False, True, False, True]
 
 
 def test_invariant_to_batching_and_padding(prm, rows):
@@ -89,6 +122,12 @@ def test_checkpoint_round_trip_and_transformers_reads_it(prm, tmp_path):
 
     prm.save(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
+    if prm.marker is not None:  # transformers reads the hidden-state part only (module docstring)
+        back = models.load_prm(tmp_path)
+        assert back.marker == prm.marker and np.array_equal(back.head["u"], prm.head["u"])
+        np.testing.assert_allclose(back.token_logits(padded([[1, 9, 4, 20, 3]], 5)),
+                                   prm.token_logits(padded([[1, 9, 4, 20, 3]], 5)), atol=1e-6)
+        return
     assert config["architectures"] == ["LlamaForTokenClassification"] and len(config["id2label"]) == 1
     back = models.load_prm(tmp_path)
     tokens = padded([[1, 5, 9, 20, 3], [4, 4, 2]], 5)

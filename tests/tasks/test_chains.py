@@ -105,6 +105,33 @@ def test_gold_step_labels():
     assert chains.accuracy([p.solution, "no"], [p, p]) == 0.5
 
 
+def test_misread_solutions_depart_from_the_question_once_with_exact_labels():
+    rng = random.Random(1)
+    kinds = {"amount": 0, "sign": 0, "slip": 0}
+    for p in chains.problems("train", 300, seed=9):
+        text, k = chains.misread(p, rng)
+        _, reference = read_question(p.question)  # the independent reading
+        written = arithmetic.steps(text)
+        assert len(written) == len(reference) and not chains.is_correct(text, p)
+        assert chains.steps_on_track(text, p) == [j < k for j in range(len(reference))]
+        assert written[:k] == reference[:k] and written[k] != reference[k]
+        a, op, b, c = written[k]
+        ra, rop, rb, _ = reference[k]
+        assert a == ra
+        if (op, b) == (rop, rb):
+            kinds["slip"] += 1
+            assert 1 <= abs(c - {"+": a + b, "-": a - b, "*": a * b}[op]) <= 3
+        else:
+            kinds["sign" if op != rop else "amount"] += 1
+            assert arithmetic.check_steps(" ".join(f"{x} {o} {y} = {z}." for x, o, y, z in written[k:k + 1]))
+            assert op == rop or {op, rop} == {"+", "-"}
+        # later equations: the question's own operation and amount on the carried count
+        for (x, o, y, z), (_, ro, ry, _), prev in zip(written[k + 1:], reference[k + 1:], written[k:]):
+            assert (o, y) == (ro, ry) and x == prev[3] and z == {"+": x + y, "-": x - y, "*": x * y}[o]
+        assert min(v for x, _, y, z in written for v in (x, y, z)) >= 0 and arithmetic.extract_answer(text) == written[-1][3]
+    assert all(kinds[kind] >= 20 for kind in kinds), kinds
+
+
 @pytest.mark.parametrize("bad", [{"operations": 0}, {"operations": (4, 2)}, {"operations": 13},
                                  {"max_operand": 1}, {"max_operand": 31}, {"operations": True}])
 def test_bad_knobs(bad):
