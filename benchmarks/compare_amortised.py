@@ -97,14 +97,16 @@ class Setup:
             self.reward, self.potential, self.delimiter, self.alpha = None, None, None, args.alpha
             self.base = ppl.proposals.locally_optimal()
 
-    def program(self, problem):
+    def program(self, problem, token_level: bool = False):
+        """The target's program; ``token_level``: without the step delimiter (variational
+        training works token by token; the target of a finished sequence is the same)."""
         ids = encode_prompt(self.lm, self.task.prompt(problem))
         return ppl.Program(self.lm, ids, self.args.max_new_tokens, potential=self.potential, alpha=self.alpha,
-                           step_delimiter=self.delimiter)
+                           step_delimiter=None if token_level else self.delimiter)
 
 
 def train(setup, guide, objective, problems, args, log=print):
-    programs = [setup.program(pb) for pb in problems]
+    programs = [setup.program(pb, token_level=True) for pb in problems]
     trainer = variational.Trainer(objective, optax.chain(optax.clip_by_global_norm(10.0), optax.adam(args.lr)),
                                   programs[0])
     state = trainer.init(args.seed)
@@ -162,10 +164,14 @@ def render(args, table, costs, seconds, setup):
             f"advance, not tuned); evaluation on {args.problems} eval problems with N = {args.n} particles, "
             f"at most {args.max_new_tokens} new tokens; seed {args.seed}. Equal samples: every row uses N "
             f"particles per problem and the same keys.\n\n" + testbed.markdown_table(header, rows) +
-            "\n\n![ESS and accuracy](figures/amortised.png)\n")
+            f"\n\n![ESS and accuracy](figures/{figure_name(args)}.png)\n")
 
 
-def plot(table, results):
+def figure_name(args) -> str:
+    return "amortised" + ("_reward" if args.target == "reward" else "")
+
+
+def plot(table, results, name):
     fig, (ax1, ax2) = testbed.new_figure(2, (4.5, 3.6))
     names = list(table)
     for ax, metric, label in ((ax1, "accuracy", "accuracy"), (ax2, "ess", "importance ESS / N")):
@@ -175,7 +181,7 @@ def plot(table, results):
         ax.set_xticks(range(len(names)), [n.replace(" proposal", "").replace("LoRA, ", "") for n in names],
                       fontsize=7, rotation=15)
         ax.set_ylabel(label + " (95% CI)")
-    return testbed.save_figure(fig, "amortised", results)
+    return testbed.save_figure(fig, name, results)
 
 
 def main(argv=None):
@@ -198,8 +204,9 @@ def main(argv=None):
     text = render(args, table, costs, clock.elapsed(), setup)
     print("\n" + text)
     if not args.no_write:
-        print(f"figure: {plot(table, args.results)}")
-        testbed.write_section("compare-amortised" + ("-quick" if args.quick else ""), text, args.results)
+        print(f"figure: {plot(table, args.results, figure_name(args))}")
+        section = "compare-amortised" + ("-reward" if args.target == "reward" else "") + ("-quick" if args.quick else "")
+        testbed.write_section(section, text, args.results)
     return {"table": table, "costs": costs}
 
 

@@ -39,3 +39,16 @@ def test_quick_path_writes_its_table_and_figure(name, tmp_path):
             assert all(c["seconds"] > 0 for c in out["costs"].values())
         else:
             assert all(math.isfinite(v) for r in table.values() for v in r["log_p"])
+
+
+@pytest.mark.slow  # trains two LoRAs for two steps and runs SMC with the bundled PRM (2.5 min on 2 cores)
+def test_amortised_reward_target_trains_token_by_token_and_keeps_its_own_section(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n")
+    out = load("compare_amortised").main(["--quick", "--task", "chains", "--model", "reasoner", "--target", "reward",
+                                          "--prm", "prm", "--steps", "2", "--problems", "2", "--n", "4",
+                                          "--results", str(results)])
+    text = results.read_text()
+    assert "<!-- BEGIN compare-amortised-reward-quick -->" in text and "compare-amortised-quick" not in text
+    assert (tmp_path / "figures" / "amortised_reward.png").stat().st_size > 0
+    assert all(0.0 < v <= 1.0 + 1e-6 for r in out["table"].values() for v in r["ess"])
