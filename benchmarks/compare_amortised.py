@@ -168,7 +168,7 @@ def render(args, table, costs, seconds, setup):
 
 
 def figure_name(args) -> str:
-    return "amortised" + ("_reward" if args.target == "reward" else "")
+    return testbed.figure_name("amortised" + ("_reward" if args.target == "reward" else ""), args.quick)
 
 
 def plot(table, results, name):

@@ -178,10 +178,10 @@ def render(args, table, hmm_info, seconds):
             f"LM samples with {args.em_epochs} EM epochs ({hmm_info['seconds']:.0f} s, fixed in advance); seed "
             f"{args.seed}. Success: Wilson interval over sets; E[log p_LM] and fluency: bootstrap over the sets "
             f"with an output (their count in parentheses when some set had none).\n\n"
-            + testbed.markdown_table(header, rows) + "\n\n![success against keywords](figures/ctrlg.png)\n")
+            + testbed.markdown_table(header, rows) + f"\n\n![success against keywords](figures/{testbed.figure_name('ctrlg', args.quick)}.png)\n")
 
 
-def plot(table, sizes, results):
+def plot(table, sizes, results, name="ctrlg"):
     fig, (ax1, ax2) = testbed.new_figure(2, (4.8, 3.6))
     for m in METHODS:
         cis = [testbed.interval(table[m, k]["success"], binary=True) for k in sizes]
@@ -194,7 +194,7 @@ def plot(table, sizes, results):
     ax2.set_xlabel("keywords")
     ax2.set_ylabel("E[log p_LM] of outputs")
     ax1.legend(fontsize=7)
-    return testbed.save_figure(fig, "ctrlg", results)
+    return testbed.save_figure(fig, name, results)
 
 
 def main(argv=None):
@@ -206,7 +206,7 @@ def main(argv=None):
     text = render(args, table, hmm_info, clock.elapsed())
     print("\n" + text)
     if not args.no_write:
-        print(f"figure: {plot(table, args.sizes, args.results)}")
+        print(f"figure: {plot(table, args.sizes, args.results, testbed.figure_name('ctrlg', args.quick))}")
         testbed.write_section("compare-ctrlg" + ("-quick" if args.quick else ""), text, args.results)
     return {"table": table}
 

@@ -143,10 +143,10 @@ def render(args, table, seconds):
             f"N = {args.n}; rollouts K = {args.rollout_top_k}, M = {args.rollouts}, H = {args.horizon} "
             f"(fixed in advance, not tuned); seed {args.seed}. Accuracy (share of right answers among the n) "
             f"with a 95% bootstrap interval over problems.\n\n" + testbed.markdown_table(header, rows) +
-            "\n\n![likelihood against diversity](figures/power_panel.png)\n\n" + must_show(table, args.alphas) + "\n")
+            f"\n\n![likelihood against diversity](figures/{testbed.figure_name('power_panel', args.quick)}.png)\n\n" + must_show(table, args.alphas) + "\n")
 
 
-def plot(table, results):
+def plot(table, results, figure="power_panel"):
     fig, (ax1, ax2) = testbed.new_figure(2, (5.5, 4.2))
     names = list(dict.fromkeys(n for n, _ in table))
     for name in names:
@@ -168,7 +168,7 @@ def plot(table, results):
     ax2.barh(range(len(labels)), means, xerr=np.array(errs).T, color="tab:blue", alpha=0.7)
     ax2.set_yticks(range(len(labels)), labels, fontsize=7)
     ax2.set_xlabel("accuracy (95% CI over problems)")
-    return testbed.save_figure(fig, "power_panel", results)
+    return testbed.save_figure(fig, figure, results)
 
 
 def main(argv=None):
@@ -183,7 +183,7 @@ def main(argv=None):
     text = render(args, table, clock.elapsed())
     print("\n" + text)
     if not args.no_write:
-        print(f"figure: {plot(table, args.results)}")
+        print(f"figure: {plot(table, args.results, testbed.figure_name('power_panel', args.quick))}")
         testbed.write_section("compare-power" + ("-quick" if args.quick else ""), text, args.results)
     return {"table": table}
 

@@ -209,7 +209,7 @@ def render(args, rows, params, budgets, lm_desc, reward_desc, seconds, outcomes)
             f"; seed {args.seed}. Accuracy with its 95% interval over problems (Wilson; plain sampling: "
             f"bootstrap of the per-problem share of right samples).\n\n"
             + testbed.markdown_table(header, table) +
-            f"\n\n![accuracy against N](figures/prm_scaling.png)\n\nAt N = 16:\n\n" + must_show(outcomes, rows) + "\n")
+            f"\n\n![accuracy against N](figures/{testbed.figure_name('prm_scaling', args.quick)}.png)\n\nAt N = 16:\n\n" + must_show(outcomes, rows) + "\n")
 
 
 def plot(rows, budgets, results, path_name="prm_scaling"):
@@ -244,7 +244,7 @@ def main(argv=None):
     text = render(args, rows, params, args.budgets, lm_desc, reward.name, clock.elapsed(), outcomes)
     print("\n" + text)
     if not args.no_write:
-        print(f"figure: {plot(rows, args.budgets, args.results)}")
+        print(f"figure: {plot(rows, args.budgets, args.results, testbed.figure_name('prm_scaling', args.quick))}")
         testbed.write_section("compare-prm" + ("-quick" if args.quick else ""), text, args.results)
     return {"rows": rows, "params": params, "outcomes": outcomes, "tokens": tokens}
 

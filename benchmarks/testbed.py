@@ -290,6 +290,12 @@ def write_section(name: str, body: str, path: Path | str = RESULTS) -> None:
     path.write_text(text)
 
 
+def figure_name(base: str, quick: bool) -> str:
+    """A comparison's figure stem: ``--quick`` runs write ``<base>_quick``, so that they never
+    replace the figure of the default run, which RESULTS.md shows."""
+    return base + ("_quick" if quick else "")
+
+
 def figure_path(name: str, results: Path | str = RESULTS) -> Path:
     """``figures/<name>.png`` next to the results file."""
     folder = Path(results).parent / "figures"

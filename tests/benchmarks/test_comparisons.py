@@ -8,10 +8,10 @@ import pytest
 from tests.benchmarks.test_testbed import load
 
 SCRIPTS = {
-    "compare_prm": ("compare-prm-quick", "prm_scaling.png", "particle filter (PRM)"),
-    "compare_power": ("compare-power-quick", "power_panel.png", "Power-SMC"),
-    "compare_amortised": ("compare-amortised-quick", "amortised.png", "LoRA, trajectory balance"),
-    "compare_ctrlg": ("compare-ctrlg-quick", "ctrlg.png", "HMM x DFA guide (SMC)"),
+    "compare_prm": ("compare-prm-quick", "prm_scaling_quick.png", "particle filter (PRM)"),
+    "compare_power": ("compare-power-quick", "power_panel_quick.png", "Power-SMC"),
+    "compare_amortised": ("compare-amortised-quick", "amortised_quick.png", "LoRA, trajectory balance"),
+    "compare_ctrlg": ("compare-ctrlg-quick", "ctrlg_quick.png", "HMM x DFA guide (SMC)"),
 }
 
 
@@ -25,6 +25,7 @@ def test_quick_path_writes_its_table_and_figure(name, tmp_path):
     text = results.read_text()
     assert f"<!-- BEGIN {section} -->" in text and f"<!-- END {section} -->" in text
     assert f"| {row} |" in text and (tmp_path / "figures" / figure).stat().st_size > 0
+    assert f"](figures/{figure})" in text and len(list((tmp_path / "figures").iterdir())) == 1  # its own figure only
     if name == "compare_prm":
         for (method, n), (ci, tokens) in out["rows"].items():
             assert 0.0 <= ci[1] <= ci[0] <= ci[2] <= 1.0 and tokens > 0, (method, n)
@@ -50,5 +51,5 @@ def test_amortised_reward_target_trains_token_by_token_and_keeps_its_own_section
                                           "--results", str(results)])
     text = results.read_text()
     assert "<!-- BEGIN compare-amortised-reward-quick -->" in text and "compare-amortised-quick" not in text
-    assert (tmp_path / "figures" / "amortised_reward.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "amortised_reward_quick.png").stat().st_size > 0
     assert all(0.0 < v <= 1.0 + 1e-6 for r in out["table"].values() for v in r["ess"])
