@@ -94,11 +94,29 @@ def step_ends(lm, ids: list[int]) -> list[int]:
     return [j for j, t in enumerate(ids) if b"." in lm.tokenizer.token_bytes[t]]
 
 
+def encode_prompts(lm, task, problems) -> list[list[int]]:
+    """BOS + the prompt of each problem."""
+    return [[lm.eos_id] + lm.tokenizer.encode(task.prompt_text(p)) for p in problems]
+
+
+def label_steps(lm, task, ids: list[int], problem) -> list[dict]:
+    """The steps of a solution up to its answer: each one's last token, whether it states the
+    answer, its gold label (on track; for the answer step, right) and the arithmetic check."""
+    steps = []
+    for j in step_ends(lm, ids):
+        partial = lm.tokenizer.decode(ids[:j + 1])
+        final = "The answer is" in partial
+        gold = task.is_correct(partial, problem) if final else task.on_track(partial, problem)
+        steps.append({"end": j, "final": final, "gold": bool(gold), "arith": bool(arithmetic.equations_hold(partial))})
+        if final:
+            break
+    return steps
+
+
 def collect(lm, task, problems, rollouts: int, completions: int, max_new: int, key, chunk: int, label: bool):
     """Rollouts of each problem, their step ends, and (with ``label``) Monte-Carlo step labels."""
     tok = lm.tokenizer
-    bos = lm.eos_id
-    prompts = [[bos] + tok.encode(task.prompt_text(p)) for p in problems]
+    prompts = encode_prompts(lm, task, problems)
     key, sub = jax.random.split(key)
     t0 = time.time()
     samples = sample_many(lm, prompts, rollouts, max_new, sub, chunk)
@@ -108,19 +126,9 @@ def collect(lm, task, problems, rollouts: int, completions: int, max_new: int, k
     for i, (p, rs) in enumerate(zip(problems, samples)):
         for ids in rs:
             text = tok.decode(ids)
-            ends = step_ends(lm, ids)
-            steps = []
-            for j in ends:
-                prefix = tuple(ids[:j + 1])
-                partial = tok.decode(list(prefix))
-                final = "The answer is" in partial
-                gold = task.is_correct(partial, p) if final else task.on_track(partial, p)
-                steps.append({"end": j, "final": final, "gold": bool(gold),
-                              "arith": bool(arithmetic.equations_hold(partial))})
-                if label and not final:
-                    todo[(i, prefix)] = None
-                if final:
-                    break
+            steps = label_steps(lm, task, ids, p)
+            if label:
+                todo.update(((i, tuple(ids[:s["end"] + 1])), None) for s in steps if not s["final"])
             data.append({"problem": i, "ids": ids, "text": text, "correct": task.is_correct(text, p),
                          "steps": steps})
     if label:
@@ -146,23 +154,13 @@ def synthetic(lm, task, problems, key: int, reference_fraction: float = 0.3):
     rollouts with exact step labels."""
     import random
     rng = random.Random(key)
-    tok = lm.tokenizer
-    prompts = [[lm.eos_id] + tok.encode(task.prompt_text(p)) for p in problems]
     data = []
     for i, p in enumerate(problems):
         text = p.solution if rng.random() < reference_fraction else task.misread(p, rng)[0]
-        ids = tok.encode(text)
-        steps = []
-        for j in step_ends(lm, ids):
-            partial = tok.decode(ids[:j + 1])
-            final = "The answer is" in partial
-            gold = task.is_correct(partial, p) if final else task.on_track(partial, p)
-            steps.append({"end": j, "final": final, "gold": bool(gold), "label": float(gold),
-                          "arith": bool(arithmetic.equations_hold(partial))})
-            if final:
-                break
+        ids = lm.tokenizer.encode(text)
+        steps = [{**s, "label": float(s["gold"])} for s in label_steps(lm, task, ids, p)]
         data.append({"problem": i, "ids": ids, "text": text, "correct": task.is_correct(text, p), "steps": steps})
-    return prompts, data
+    return encode_prompts(lm, task, problems), data
 
 
 def batch_arrays(prompts, data, width: int):
@@ -364,9 +362,9 @@ def main(argv=None):
     t0 = time.time()
     losses, history = [], []
     best = (-1.0, 0, trainable)
+    fields = (0, 1, 7, 8) if args.every_token else (0, 1, 2, 6)  # tokens, positions, labels, mask
     for it in range(1, args.steps + 1):
         idx = rng.choice(len(tr[0]), size=args.batch_size - n_syn, replace=len(tr[0]) < args.batch_size)
-        fields = (0, 1, 7, 8) if args.every_token else (0, 1, 2, 6)  # tokens, positions, labels, mask
         batch = [tr[f][idx] for f in fields]
         if n_syn:
             sdx = rng.choice(len(sy[0]), size=n_syn, replace=False)

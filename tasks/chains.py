@@ -156,13 +156,12 @@ def misread(problem: Problem, rng: random.Random | int) -> tuple[str, int]:
         c = {"+": a + b, "-": a - b, "*": a * b}[op]
         if kind == "slip":
             c += rng.choice([-3, -2, -1, 1, 2, 3])
-        equations = [f"{x} {o} {y} = {z}." for x, o, y, z in ref[:k]] + [f"{a} {op} {b} = {c}."]
-        value = c
+        written = ref[:k] + [(a, op, b, c)]
         for _, o, y, _ in ref[k + 1:]:
-            new = {"+": value + y, "-": value - y, "*": value * y}[o]
-            equations.append(f"{value} {o} {y} = {new}.")
-            value = new
-        if value == problem.answer or min(int(e.split("= ")[1][:-1]) for e in equations) < 0:
+            value = written[-1][3]
+            written.append((value, o, y, {"+": value + y, "-": value - y, "*": value * y}[o]))
+        value = written[-1][3]
+        if value == problem.answer or min(z for *_, z in written) < 0:
             continue
-        return " " + " ".join(equations) + f" The answer is {value}.", k
+        return " " + " ".join(f"{x} {o} {y} = {z}." for x, o, y, z in written) + f" The answer is {value}.", k
     raise ValueError(f"no misreading of this problem found in 100 tries: {problem.question!r}")
