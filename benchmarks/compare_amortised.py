@@ -2,8 +2,8 @@
 against SMC with the base proposal, at equal samples.
 
     python benchmarks/compare_amortised.py                      # target p(x)^4, 60 steps per objective
-    python benchmarks/compare_amortised.py --target reward --prm verifier
-    python benchmarks/compare_amortised.py --quick               # 8 steps, 8 eval problems
+    python benchmarks/compare_amortised.py --target reward       # p(x) r(x) with the bundled PRM
+    python benchmarks/compare_amortised.py --quick               # 4 steps, 4 eval problems
 
 Target, per problem (prompt): ``--target power``: pi(x) ∝ p(x)^alpha (``ppl.Program(alpha=)``);
 ``--target reward``: pi(x) ∝ p(x) r(x)^beta with the reward of ``--prm`` on the finished
@@ -48,13 +48,13 @@ from genppl.inference import smc, variational  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    testbed.common_arguments(p, problems=32, dev=0, quick_problems=8)
+    testbed.common_arguments(p, problems=32, dev=0, quick_problems=4)
     p.add_argument("--target", choices=["power", "reward"], default="power")
     p.add_argument("--alpha", type=float, default=4.0, help="power target: p(x)^alpha")
-    p.add_argument("--prm", default="verifier", help="reward target: the reward (see compare_prm.py)")
+    p.add_argument("--prm", default="prm", help="reward target: the reward (see compare_prm.py; default the bundled PRM)")
     p.add_argument("--beta", type=float, default=1.0, help="reward target: r(x)^beta")
     p.add_argument("--n", type=int, default=8, help="particles at evaluation")
-    p.add_argument("--steps", type=int, default=None, help="training steps per objective (default 60; --quick 8)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per objective (default 60; --quick 4)")
     p.add_argument("--samples", type=int, default=None, help="samples per training step (default 16; --quick 8)")
     p.add_argument("--train-problems", type=int, default=64)
     p.add_argument("--rank", type=int, default=4)
@@ -63,8 +63,8 @@ def parse_args(argv=None):
                    help="token cap per answer (default: the task's MAX_NEW_TOKENS)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    testbed.resolve_counts(args, problems=32, dev=0, quick_problems=8)
-    args.steps = args.steps or (8 if args.quick else 60)
+    testbed.resolve_counts(args, problems=32, dev=0, quick_problems=4)
+    args.steps = args.steps or (4 if args.quick else 60)
     args.samples = args.samples or (8 if args.quick else 16)
     return args
 
@@ -106,7 +106,7 @@ class Setup:
 
 
 def train(setup, guide, objective, problems, args, log=print):
-    programs = [setup.program(pb, token_level=True) for pb in problems]
+    programs = testbed.same_width([setup.program(pb, token_level=True) for pb in problems])  # one compiled step
     trainer = variational.Trainer(objective, optax.chain(optax.clip_by_global_norm(10.0), optax.adam(args.lr)),
                                   programs[0])
     state = trainer.init(args.seed)
@@ -129,15 +129,16 @@ def evaluate(setup, problems, proposals, args, log=print):
     out = {name: {"accuracy": [], "ess": [], "log_z": []} for name in proposals}
     for j, (name, (wrap, proposal)) in enumerate(proposals.items()):
         started = time.perf_counter()
-        for i, pb in enumerate(problems):
-            program = wrap(setup.program(pb))
-            key = jax.random.fold_in(jax.random.key(args.seed + 1), i)  # same key for every proposal
-            result = smc.run(program, args.n, key, proposal=proposal)
-            answer = testbed.vote([setup.task.answer_of(t) for t in result.texts], result.weights)
-            out[name]["accuracy"].append(float(answer is not None and answer == pb.answer))
-            out[name]["log_z"].append(result.log_z)
-            plain = smc.run(program, args.n, jax.random.fold_in(key, 1), proposal=proposal, ess_threshold=0.0)
-            out[name]["ess"].append(plain.final_ess / args.n)
+        for c, chunk in testbed.chunks(problems, args.batch):  # one compiled call per chunk
+            programs = wrap(ppl.stack([setup.program(pb) for pb in chunk]))  # one guided LM for the chunk
+            key = jax.random.fold_in(jax.random.key(args.seed + 1), c)  # same key for every proposal
+            results = smc.run(programs, args.n, key, proposal=proposal)
+            plains = smc.run(programs, args.n, jax.random.fold_in(key, 1), proposal=proposal, ess_threshold=0.0)
+            for pb, result, plain in zip(chunk, results, plains):
+                answer = testbed.vote([setup.task.answer_of(t) for t in result.texts], result.weights)
+                out[name]["accuracy"].append(float(answer is not None and answer == pb.answer))
+                out[name]["log_z"].append(result.log_z)
+                out[name]["ess"].append(plain.final_ess / args.n)
         log(f"  {name}: accuracy {np.mean(out[name]['accuracy']):.3f}, ESS/N {np.mean(out[name]['ess']):.3f}, "
             f"{time.perf_counter() - started:.0f} s", flush=True)
     return out
@@ -162,7 +163,8 @@ def render(args, table, costs, seconds, setup):
             f"`{args.task}`; target pi ∝ {target}; LoRA rank {args.rank}, Adam({args.lr:g}) with clipping 10, "
             f"{args.samples} samples per step, one of {args.train_problems} training problems per step (fixed in "
             f"advance, not tuned); evaluation on {args.problems} eval problems with N = {args.n} particles, "
-            f"at most {args.max_new_tokens} new tokens; seed {args.seed}. Equal samples: every row uses N "
+            f"at most {args.max_new_tokens} new tokens; seed {args.seed}, {args.batch} problems per compiled call. "
+            f"Equal samples: every row uses N "
             f"particles per problem and the same keys.\n\n" + testbed.markdown_table(header, rows) +
             f"\n\n![ESS and accuracy](figures/{figure_name(args)}.png)\n")
 

@@ -2,7 +2,7 @@
 against the DFA mask with the locally optimal proposal and against rejection sampling.
 
     python benchmarks/compare_ctrlg.py                 # 12 keyword sets per size 1-4, N = 32
-    python benchmarks/compare_ctrlg.py --quick         # 3 sets per size, N = 16, a smaller HMM fit
+    python benchmarks/compare_ctrlg.py --quick         # 2 sets per size, N = 16, a smaller HMM fit
 
 Target, per keyword set K: pi(x) ∝ p_LM(x | "S:") * 1[x uses every keyword of K as a whole
 word], at most ``--max-new-tokens`` tokens. Keyword sets of 1-4 content words are drawn so
@@ -87,7 +87,7 @@ def padded_size(s: int) -> int:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
-    p.add_argument("--sets", type=int, default=None, help="keyword sets per size (default 12; --quick 3)")
+    p.add_argument("--sets", type=int, default=None, help="keyword sets per size (default 12; --quick 2)")
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--n", type=int, default=None, help="sequences per set (default 32; --quick 16)")
     p.add_argument("--max-new-tokens", type=int, default=24)
@@ -100,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument("--results", default=str(testbed.RESULTS))
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    args.sets = args.sets or (3 if args.quick else 12)
+    args.sets = args.sets or (2 if args.quick else 12)
     args.n = args.n or (16 if args.quick else 32)
     args.hmm_samples = args.hmm_samples or (512 if args.quick else 2048)
     args.em_epochs = args.em_epochs or (2 if args.quick else 5)

@@ -2,8 +2,11 @@
 likelihood against diversity.
 
     python benchmarks/compare_power.py                    # 40 eval problems, n = 8, alpha 2 and 4
-    python benchmarks/compare_power.py --quick            # 12 problems, n = 4
-    python benchmarks/compare_power.py --task arithmetic --model DIR
+    python benchmarks/compare_power.py --quick            # 8 problems, n = 4
+    python benchmarks/compare_power.py --task arithmetic --model default
+
+Defaults: the testbed (task ``chains``, policy ``reasoner``). Problems run ``--batch`` at a
+time: each method is one compiled call for the whole chunk (many prompts per call).
 
 Per eval problem, each method returns ``--n`` answers (samples, chains or weighted particles):
 
@@ -46,7 +49,7 @@ from genppl.inference import mcmc, power, smc  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    testbed.common_arguments(p, problems=40, dev=0, quick_problems=12)
+    testbed.common_arguments(p, problems=40, dev=0, quick_problems=8)
     p.add_argument("--n", type=int, default=None, help="answers per problem (default 8; --quick 4)")
     p.add_argument("--alphas", type=float, nargs="+", default=[2.0, 4.0])
     p.add_argument("--max-new-tokens", type=int, default=None,
@@ -58,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--horizon", type=int, default=8, help="rollout power sampling: rollout length")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    testbed.resolve_counts(args, problems=40, dev=0, quick_problems=12)
+    testbed.resolve_counts(args, problems=40, dev=0, quick_problems=8)
     if args.n is None:
         args.n = 4 if args.quick else 8
     return args
@@ -97,14 +100,15 @@ def run(args, lm, task, problems, log=print):
     jobs = [("base sampling", None, lambda lm, ids, key: models.sample(lm, ids, args.n, args.max_new_tokens, key))]
     for alpha in args.alphas:
         jobs += [(name, alpha, fn) for name, fn in methods(args, alpha).items()]
-    prompts = [encode_prompt(lm, task.prompt(pb)) for pb in problems]
     for j, (name, alpha, fn) in enumerate(jobs):
         started = time.perf_counter()
         rows = {"accuracy": [], "tokens": [], "log_p": [], "distinct": []}
-        for i, (problem, ids) in enumerate(zip(problems, prompts)):
-            out = fn(lm, ids, jax.random.fold_in(jax.random.key(args.seed), 1000 * j + i))
-            for k, v in measure(out, problem, task).items():
-                rows[k].append(v)
+        for c, chunk in testbed.chunks(problems, args.batch):  # one compiled call per chunk
+            prompts = [encode_prompt(lm, task.prompt(pb)) for pb in chunk]
+            outs = fn(lm, prompts, jax.random.fold_in(jax.random.key(args.seed), 1000 * j + c))
+            for problem, out in zip(chunk, outs):
+                for k, v in measure(out, problem, task).items():
+                    rows[k].append(v)
         table[name, alpha] = rows
         log(f"  {name}{'' if alpha is None else f' (alpha {alpha:g})'}: accuracy {np.mean(rows['accuracy']):.3f}, "
             f"{np.mean(rows['tokens']):.0f} tokens/answer, {time.perf_counter() - started:.0f} s", flush=True)
@@ -141,7 +145,8 @@ def render(args, table, seconds):
             f"`{args.task}`, {args.problems} eval problems, n = {args.n} answers each, at most "
             f"{args.max_new_tokens} new tokens; MH B = {args.block_size}, N_MCMC = {args.num_mcmc}; Power-SMC "
             f"N = {args.n}; rollouts K = {args.rollout_top_k}, M = {args.rollouts}, H = {args.horizon} "
-            f"(fixed in advance, not tuned); seed {args.seed}. Accuracy (share of right answers among the n) "
+            f"(fixed in advance, not tuned); seed {args.seed}, {args.batch} problems per compiled call. Accuracy "
+            f"(share of right answers among the n) "
             f"with a 95% bootstrap interval over problems.\n\n" + testbed.markdown_table(header, rows) +
             f"\n\n![likelihood against diversity](figures/{testbed.figure_name('power_panel', args.quick)}.png)\n\n" + must_show(table, args.alphas) + "\n")
 

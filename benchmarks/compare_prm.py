@@ -1,14 +1,18 @@
 """Particle filtering with a process reward model (Puri et al.): accuracy against budget N.
 
     python benchmarks/compare_prm.py                       # default: 64 eval problems, N = 1..64
-    python benchmarks/compare_prm.py --quick               # 16 problems, N = 4, 16, no dev sweep
-    python benchmarks/compare_prm.py --task arithmetic --prm verifier --model DIR
+    python benchmarks/compare_prm.py --quick               # 8 problems, N = 4, 16, no dev sweep
+    python benchmarks/compare_prm.py --task arithmetic --prm verifier --model default
+
+Defaults: the testbed (task ``chains``, policy ``reasoner``, the bundled PRM). Problems run
+``--batch`` at a time, each method and budget one compiled call for the whole chunk.
 
 Per eval problem and budget N (N generated sequences per problem for every method; the table
 reports the tokens each method actually generated):
 
-* **plain sampling**: one sample's accuracy (the mean over the 64 samples drawn for the
-  problem), flat in N: a budget does not help a single sample;
+* **plain sampling**: one sample's accuracy (the mean over the ``--plain`` samples drawn for
+  the problem: 64, or the largest N with ``--quick``), flat in N: a budget does not help a
+  single sample;
 * **majority vote** over the first N of those samples;
 * **best-of-N (PRM argmax)**: the sample whose finished text the reward scores highest;
 * **weighted best-of-N**: the answer with the largest total reward over the N samples;
@@ -54,9 +58,11 @@ DEFAULTS = {"beta_pf": 1.0, "beta_twist": 1.0, "expansions": 4}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    testbed.common_arguments(p, problems=64, dev=24, quick_problems=16)
-    p.add_argument("--prm", default="verifier", help="reward: 'verifier' (arithmetic step checks), 'prm' "
-                   "(the bundled trained PRM) or a PRM checkpoint directory")
+    testbed.common_arguments(p, problems=64, dev=24, quick_problems=8)
+    p.add_argument("--prm", default="prm", help="reward: 'prm' (the bundled trained PRM, the default), "
+                   "'verifier' (arithmetic step checks, question-blind) or a PRM checkpoint directory")
+    p.add_argument("--plain", type=int, default=None, help="samples per problem behind the plain-sampling row "
+                   "(default 64; --quick: the largest budget)")
     p.add_argument("--budgets", type=int, nargs="+", default=None, help="N values (default 1 2 4 ... 64)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="token cap per answer (default: the task's MAX_NEW_TOKENS)")
@@ -66,42 +72,67 @@ def parse_args(argv=None):
                    help="dev candidates for beam K (ties go to the first, the default 4)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    testbed.resolve_counts(args, problems=64, dev=24, quick_problems=16)
+    testbed.resolve_counts(args, problems=64, dev=24, quick_problems=8)
     args.budgets = tuple(args.budgets or testbed.budgets(args.quick, small=(4, 16)))
+    args.plain = max(args.plain or (max(args.budgets) if args.quick else 64), max(args.budgets))
     return args
 
 
 class Runner:
     """Everything shared across problems: the LM, the reward potentials (one object each, so
-    every problem of a prompt-length bucket reuses one compiled sweep), the step delimiter."""
+    every call reuses one compiled sweep), the step delimiter. Each method runs a chunk of
+    problems in ONE compiled call (many prompts per call: prompt b of a call with key k uses
+    ``jax.random.split(k, B)[b]``); a host-side reward (the arithmetic verifier) runs them one
+    by one, problem b with ``jax.random.fold_in(k, b)``."""
 
     def __init__(self, lm, task, reward, max_new_tokens):
         self.lm, self.task, self.reward, self.T = lm, task, reward, max_new_tokens
         self.delimiter = step_delimiter(lm, task.step_delimiter)
+        self.batched = reward.prm is not None  # host callbacks are not mapped over prompts
 
     def program(self, ids, kind, beta):
         return ppl.Program(self.lm, ids, self.T, potential=self.reward.potential(kind, beta),
                            step_delimiter=self.delimiter)
 
-    def samples(self, problem, ids, n, key):
-        """n plain samples: correctness, answers, tokens, and the reward of each finished text."""
-        out = models.sample(self.lm, ids, n, self.T, key)
-        rewards = self.reward.score(ids, self.task.prompt(problem), out.texts)
-        answers = [self.task.answer_of(t) for t in out.texts]
-        return {"answers": answers, "correct": np.array([a == problem.answer for a in answers], float),
-                "tokens": np.asarray(out.num_tokens, np.int64), "rewards": rewards}
+    def each(self, fn, items, key):
+        """``fn(items, key)`` as one call when batched, else ``fn(item_b, fold_in(key, b))``."""
+        if self.batched:
+            return list(fn(items, key))
+        return [fn(item, jax.random.fold_in(key, b)) for b, item in enumerate(items)]
+
+    def samples(self, problems, ids, n, key):
+        """n plain samples per problem: correctness, answers, tokens, and each finished text's reward."""
+        outs = self.each(lambda prompts, k: models.sample(self.lm, prompts, n, self.T, k), ids, key)
+        got = []
+        for problem, prompt, out in zip(problems, ids, outs):
+            rewards = self.reward.score(prompt, self.task.prompt(problem), out.texts)
+            answers = [self.task.answer_of(t) for t in out.texts]
+            got.append({"answers": answers, "correct": np.array([a == problem.answer for a in answers], float),
+                        "tokens": np.asarray(out.num_tokens, np.int64), "rewards": rewards})
+        return got
 
     def particle_filter(self, ids, n, key, beta, kind="step"):
-        result = smc.run(self.program(ids, kind, beta), n, key, proposal=ppl.proposals.prior(),
-                         ess_threshold=1.0 if kind == "step" else 0.5)
-        answer = testbed.vote([self.task.answer_of(t) for t in result.texts], result.weights)
-        return answer, sum(map(len, result.token_ids))
+        """(answer, tokens) per problem: the answer of largest total particle weight."""
+        def run(prompts, k):
+            programs = [self.program(i, kind, beta) for i in prompts] if self.batched else \
+                self.program(prompts, kind, beta)
+            return smc.run(programs, n, k, proposal=ppl.proposals.prior(),
+                           ess_threshold=1.0 if kind == "step" else 0.5)
+
+        return [(testbed.vote([self.task.answer_of(t) for t in r.texts], r.weights), sum(map(len, r.token_ids)))
+                for r in self.each(run, ids, key)]
 
     def beam(self, ids, n, key, expansions):
+        """(answer, tokens) per problem: N / K beams, K expansions each; the best beam answers."""
         k = min(expansions, n)
-        result = search.beam_search(self.program(ids, "step", 1.0), max(1, n // k), key, expansions=k)
-        text = result.selected_text
-        return (None if text is None else self.task.answer_of(text)), result.tokens
+
+        def run(prompts, key_):
+            programs = [self.program(i, "step", 1.0) for i in prompts] if self.batched else \
+                self.program(prompts, "step", 1.0)
+            return search.beam_search(programs, max(1, n // k), key_, expansions=k)
+
+        return [((None if r.selected_text is None else self.task.answer_of(r.selected_text)), r.tokens)
+                for r in self.each(run, ids, key)]
 
 
 def sample_methods(s, n):
@@ -115,36 +146,41 @@ def sample_methods(s, n):
     }
 
 
-def evaluate(runner, problems, budgets, params, seed, methods=METHODS, log=print):
-    """outcomes[method][N] = list of per-problem values; tokens likewise."""
+def evaluate(runner, problems, budgets, params, seed, methods=METHODS, batch=16, plain=64, log=print):
+    """outcomes[method][N] = list of per-problem values; tokens likewise. Problems run
+    ``batch`` at a time (one compiled call per method and N); ``plain``: samples per problem
+    behind the plain-sampling row (at least max N)."""
     task = runner.task
     outcomes = {m: {n: [] for n in budgets} for m in methods}
     tokens = {m: {n: [] for n in budgets} for m in methods}
-    n_max = max(max(budgets), 64 if "plain sampling" in methods else 1)
+    n_max = max(max(budgets), plain if "plain sampling" in methods else 1)
     started = time.perf_counter()
-    for i, problem in enumerate(problems):
-        ids = encode_prompt(runner.lm, task.prompt(problem))
-        base = jax.random.fold_in(jax.random.key(seed), i)
-        s = runner.samples(problem, ids, n_max, jax.random.fold_in(base, 0))
+    done = 0
+    for c, chunk in testbed.chunks(problems, batch):
+        ids = [encode_prompt(runner.lm, task.prompt(problem)) for problem in chunk]
+        base = jax.random.fold_in(jax.random.key(seed), c)
+        samples = runner.samples(chunk, ids, n_max, jax.random.fold_in(base, 0))
         for j, n in enumerate(budgets):
-            got = sample_methods(s, n)
-            if "plain sampling" in methods:
-                got["plain sampling"] = (None, int(s["tokens"][:n].sum()))
+            runs = {}
             if "beam search (PRM)" in methods:
-                got["beam search (PRM)"] = runner.beam(ids, n, jax.random.fold_in(base, 100 + j), params["expansions"])
+                runs["beam search (PRM)"] = runner.beam(ids, n, jax.random.fold_in(base, 100 + j), params["expansions"])
             if "particle filter (PRM)" in methods:
-                got["particle filter (PRM)"] = runner.particle_filter(ids, n, jax.random.fold_in(base, 200 + j),
-                                                                      params["beta_pf"], "step")
+                runs["particle filter (PRM)"] = runner.particle_filter(ids, n, jax.random.fold_in(base, 200 + j),
+                                                                       params["beta_pf"], "step")
             if "SMC, PRM as twist" in methods:
-                got["SMC, PRM as twist"] = runner.particle_filter(ids, n, jax.random.fold_in(base, 300 + j),
-                                                                  params["beta_twist"], "final")
-            for m in methods:
-                answer, spent = got[m]
-                value = float(s["correct"].mean()) if m == "plain sampling" else float(answer == problem.answer)
-                outcomes[m][n].append(value)
-                tokens[m][n].append(spent)
-        if (i + 1) % 8 == 0 or i + 1 == len(problems):
-            log(f"  {i + 1}/{len(problems)} problems, {time.perf_counter() - started:.0f} s", flush=True)
+                runs["SMC, PRM as twist"] = runner.particle_filter(ids, n, jax.random.fold_in(base, 300 + j),
+                                                                   params["beta_twist"], "final")
+            for b, (problem, s) in enumerate(zip(chunk, samples)):
+                row = sample_methods(s, n)
+                row["plain sampling"] = (None, int(s["tokens"][:n].sum()))
+                row.update({m: r[b] for m, r in runs.items()})
+                for m in methods:
+                    answer, spent = row[m]
+                    value = float(s["correct"].mean()) if m == "plain sampling" else float(answer == problem.answer)
+                    outcomes[m][n].append(value)
+                    tokens[m][n].append(spent)
+        done += len(chunk)
+        log(f"  {done}/{len(problems)} problems, {time.perf_counter() - started:.0f} s", flush=True)
     return outcomes, tokens
 
 
@@ -158,7 +194,8 @@ def choose(runner, dev, seed, args, log=print):
 
     def dev_accuracy(method, **changed):
         trial = {**params, **changed}
-        out, _ = evaluate(runner, dev, (n,), trial, seed + 1, methods=(method,), log=lambda *a, **k: None)
+        out, _ = evaluate(runner, dev, (n,), trial, seed + 1, methods=(method,), batch=args.batch,
+                          log=lambda *a, **k: None)
         return float(np.mean(out[method][n]))
 
     params["beta_pf"] = testbed.choose_on_dev(args.betas, lambda b: dev_accuracy("particle filter (PRM)", beta_pf=b),
@@ -206,8 +243,9 @@ def render(args, rows, params, budgets, lm_desc, reward_desc, seconds, outcomes)
             f"{reward_desc}. Hyper-parameters " + (f"chosen on {args.dev_problems} dev problems at N = 16: "
                                                    if args.dev_problems else "fixed in advance (no dev run): ")
             + ", ".join(f"{k} = {v:g}" for k, v in params.items()) +
-            f"; seed {args.seed}. Accuracy with its 95% interval over problems (Wilson; plain sampling: "
-            f"bootstrap of the per-problem share of right samples).\n\n"
+            f"; seed {args.seed}, {args.batch} problems per compiled call. Accuracy with its 95% interval over "
+            f"problems (Wilson; plain sampling: bootstrap of the per-problem share of right samples among "
+            f"{args.plain}).\n\n"
             + testbed.markdown_table(header, table) +
             f"\n\n![accuracy against N](figures/{testbed.figure_name('prm_scaling', args.quick)}.png)\n\nAt N = 16:\n\n" + must_show(outcomes, rows) + "\n")
 
@@ -238,7 +276,8 @@ def main(argv=None):
     print(f"# (a) PRM comparison: {lm!r}, task {args.task}, reward {args.prm}, budgets {args.budgets}", flush=True)
     params = choose(runner, testbed.split(task, "dev", args.dev_problems), args.seed, args)
     problems = testbed.split(task, "eval", args.problems)
-    outcomes, tokens = evaluate(runner, problems, args.budgets, params, args.seed)
+    outcomes, tokens = evaluate(runner, problems, args.budgets, params, args.seed, batch=args.batch,
+                               plain=args.plain)
     rows = summarise(outcomes, tokens, args.budgets)
     lm_desc = f"`{args.model}`" if args.model else "the bundled model"
     text = render(args, rows, params, args.budgets, lm_desc, reward.name, clock.elapsed(), outcomes)

@@ -326,13 +326,18 @@ def save_figure(fig, name: str, results: Path | str = RESULTS) -> Path:
 
 def common_arguments(p, *, problems: int, dev: int, quick_problems: int):
     """Options every comparison takes."""
-    p.add_argument("--model", default=None, help="policy checkpoint directory (default: bundled)")
-    p.add_argument("--task", default="arithmetic", help="task module of genppl.tasks (default arithmetic)")
+    p.add_argument("--model", default="reasoner", help="policy: a bundled model's name ('reasoner', 'default') or "
+                   "a checkpoint directory (default reasoner, the model trained for the chains task)")
+    p.add_argument("--task", default="chains", help="task module of genppl.tasks (default chains, the testbed; "
+                   "arithmetic is the easy task of the default model)")
     p.add_argument("--problems", type=int, default=None, help=f"eval problems (default {problems}; "
                    f"--quick {quick_problems})")
     p.add_argument("--dev-problems", type=int, default=None, help=f"dev problems for choosing hyper-parameters "
                    f"(default {dev}; --quick: none, the defaults are used)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=16, help="problems per compiled call (default 16): their "
+                   "particles run together, prompt b of a call with key split(key, B)[b], so the draws "
+                   "depend on this grouping as on --seed")
     p.add_argument("--quick", action="store_true", help="a few-minute version (fewer problems and budgets)")
     p.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md or figures")
     p.add_argument("--results", default=str(RESULTS), help="markdown file to write the table into (figures go "
@@ -341,10 +346,27 @@ def common_arguments(p, *, problems: int, dev: int, quick_problems: int):
 
 
 def resolve_counts(args, *, problems: int, dev: int, quick_problems: int) -> None:
+    if args.batch < 1:
+        raise SystemExit(f"--batch must be a positive number of problems, got {args.batch}")
     if args.problems is None:
         args.problems = quick_problems if args.quick else problems
     if args.dev_problems is None:
         args.dev_problems = 0 if args.quick else dev
+
+
+def same_width(programs: Sequence) -> list:
+    """The programs with their prompt buffers padded to the widest one (zeros past each prompt,
+    as the bucket padding): a jitted step that reads a program as data (a training step) then
+    compiles once for all of them instead of once per prompt bucket."""
+    import jax.numpy as jnp
+
+    width = max(p.prompt.shape[0] for p in programs)
+    return [p.replace(prompt=jnp.pad(p.prompt, (0, width - p.prompt.shape[0]))) for p in programs]
+
+
+def chunks(items: Sequence, size: int):
+    """``(c, items[c * size:(c + 1) * size])`` for each chunk c: the problems of one compiled call."""
+    return [(c, list(items[start:start + size])) for c, start in enumerate(range(0, len(items), size))]
 
 
 class Clock:

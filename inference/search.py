@@ -34,7 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genppl.models.batch import Batch, any_prompt, where_prompt
 from genppl.models.interface import map_particles, InputError, as_key, check_positive_int
+from genppl.ppl.batch import as_program, host_slice, map_prompts, prompt_keys, unstack
 from genppl.ppl.program import Program
 from genppl.ppl.proposals import prior
 
@@ -209,8 +211,13 @@ def beam_loop(kernel: BeamKernel, program: Program, particles, key):
     def body(carry, key):
         (particles, scores), spent = carry
         live = jnp.any(~particles.done & jnp.isfinite(scores))
-        (particles, scores), used = jax.lax.cond(
-            live, lambda c: kernel(key, c, program), lambda c: (c, jnp.zeros((), jnp.int32)), (particles, scores))
+        idle = jnp.zeros((), jnp.int32)
+
+        def step(c):  # in a batch of prompts: runs while any prompt is live; the others stay as they are
+            return where_prompt(live, kernel(key, c, program), (c, idle))
+
+        # any_prompt: an unbatched predicate under the prompt vmap, so the cond still skips idle steps
+        (particles, scores), used = jax.lax.cond(any_prompt(live), step, lambda c: (c, idle), (particles, scores))
         return ((particles, scores), spent + used), None
 
     init_carry = ((particles, scores), jnp.zeros((), jnp.int32))
@@ -218,6 +225,17 @@ def beam_loop(kernel: BeamKernel, program: Program, particles, key):
 
 
 beam_jit = jax.jit(beam_loop, static_argnums=0)
+
+
+def beam_prompts(kernel: BeamKernel, program: Program, key):
+    """:func:`beam_loop` for every prompt of a batched ``program`` (prompt b with key
+    ``prompt_keys(key, B)[b]``), as one vmap over the prompt axis. Traceable."""
+    particles = init(program, kernel.width).particles
+    return map_prompts(lambda one, p, k: beam_loop(kernel, one, p, k), program, particles,
+                       prompt_keys(key, program.num_prompts))
+
+
+beam_prompts_jit = jax.jit(beam_prompts, static_argnums=0)
 
 
 def beam_search(program: Program, width: int, key=0, *, expansions: int | None = None,
@@ -228,6 +246,11 @@ def beam_search(program: Program, width: int, key=0, *, expansions: int | None =
     per beam (step level, drawn from ``proposal``, default the LM). The ``selected``
     candidate is the beam with the largest log gamma.
 
+    Many prompts: ``program`` may be a list of programs (or a ``ppl.stack``ed batch): one
+    compiled search for all of them, a :class:`models.batch.Batch` of one result per prompt,
+    prompt b with key ``jax.random.split(key, B)[b]`` (its one-prompt search with that key
+    gives the same beams).
+
     >>> import jax
     >>> from genppl import models, ppl
     >>> from genppl.inference import search
@@ -236,6 +259,7 @@ def beam_search(program: Program, width: int, key=0, *, expansions: int | None =
     >>> search.beam_search(program, 9).selected is not None
     True
     """
+    program = as_program(program)
     _check(program, width, "width")
     if expansions is not None:
         check_positive_int(expansions, "expansions")
@@ -244,7 +268,18 @@ def beam_search(program: Program, width: int, key=0, *, expansions: int | None =
                          "program give expansions=K (K sampled next steps per beam)")
     kernel = BeamKernel(int(width), None if expansions is None else int(expansions),
                         prior() if proposal is None else proposal)
-    (particles, scores), spent = beam_jit(kernel, program, init(program, width).particles, as_key(key))
+    if program.num_prompts is None:
+        (particles, scores), spent = beam_jit(kernel, program, init(program, width).particles, as_key(key))
+        return _beam_result(program, kernel, particles, scores, spent)
+    (particles, scores), spent = beam_prompts_jit(kernel, program, as_key(key))
+    # only what the results read comes back to the host (not the LM cache)
+    particles = particles.replace(lm=particles.lm.replace(cache=None))
+    particles, scores, spent = jax.device_get((particles, scores, spent))
+    return Batch(_beam_result(one, kernel, host_slice(particles, b), scores[b], spent[b])
+                 for b, one in enumerate(unstack(program)))
+
+
+def _beam_result(program, kernel, particles, scores, spent) -> SearchResult:
     scores = np.asarray(scores, np.float64)
     ids = [list(map(int, r)) for r in particles.lm.generated()]
     tokenizer = program.lm.tokenizer
@@ -253,7 +288,7 @@ def beam_search(program: Program, width: int, key=0, *, expansions: int | None =
     selected = int(np.argmax(scores)) if alive.any() else None
     message = None if alive.any() else ("every beam was ruled out: no continuation satisfies the constraints "
                                          "within max_new_tokens")
-    level = "token level" if expansions is None else f"step level, {expansions} expansions per beam"
+    level = "token level" if kernel.expansions is None else f"step level, {kernel.expansions} expansions per beam"
     return SearchResult(ids, texts, scores, math.nan, np.zeros(0), np.zeros(0, bool), np.asarray(particles.eos),
-                        np.asarray(particles.log_p, np.float64), method=f"beam search (width {width}, {level})",
+                        np.asarray(particles.log_p, np.float64), method=f"beam search (width {kernel.width}, {level})",
                         message=message, scores=scores, selected=selected, tokens=int(spent))

@@ -210,11 +210,95 @@ class ProcessRewardModel:
         rows = [list(prefix_ids) + list(tokenizer.encode(t)) for t in texts]
         if not rows:
             return np.zeros((0,), np.float32)
+        # padded to a multiple of 32 tokens (never past max_length): candidates of similar
+        # lengths share one compiled forward pass; padding after a row is never read
         width = max(map(len, rows))
+        width = max(width, min(-(-width // 32) * 32, self.max_length))
         tokens = np.zeros((len(rows), width), np.int32)
         for i, r in enumerate(rows):
             tokens[i, :len(r)] = r
         return np.asarray(self.rewards(tokens, np.array([len(r) for r in rows], np.int32)))
+
+    # ---- incremental scoring (inside a compiled sweep) -------------------------------------
+    #: tokens fed per forward pass when the PRM's own state catches up with a sequence
+    CHUNK = 8
+
+    def start(self, tokens, prompt_length, n: int) -> dict:
+        """The PRM's own state for ``n`` rows after a prompt (traceable): ``tokens`` [C] holds
+        the prompt in its first ``prompt_length`` entries (C, the buffer capacity, is static).
+
+        The state keeps a KV cache of C positions per row, the number of tokens read, the
+        trunk's logits after the last of them, the likelihood features' running minimum and
+        sum since the last marker, and ``value``: the reward logit after the last token read.
+        :meth:`catch_up` then reads only the new tokens of each row, so that scoring every
+        step of a sequence costs one pass over its tokens, not one pass per step over the
+        whole buffer; the value equals :meth:`logits` of the same tokens (up to float rounding).
+        """
+        from .architectures.decoder import init_cache
+
+        cap = tokens.shape[0]
+        length = jnp.asarray(prompt_length, jnp.int32)
+        row = jnp.where(jnp.arange(cap) < length, jnp.asarray(tokens, jnp.int32), 0)[None]
+        dtype = jax.tree.leaves(self.params)[0].dtype
+        cache = init_cache(self.config, 1, cap, dtype)
+        positions = jnp.arange(cap, dtype=jnp.int32)[None]
+        lm_logits, cache, hidden = nnx.merge(self.graphdef, self.params)(row, positions, cache, return_hidden=True)
+        at = jnp.maximum(length - 1, 0)
+        value = jnp.dot(hidden[0, at].astype(jnp.float32), self.head["w"]) + self.head["b"]
+        seen, low, total = jnp.zeros((), bool), jnp.float32(0.0), jnp.float32(0.0)
+        if self.marker is not None:
+            features = likelihood_features(lm_logits, row, self.marker)[0, at]
+            value = value + jnp.dot(features, self.head["u"])
+            seen = jnp.any(_marker_ends(row, jnp.arange(cap)[None], self.marker)[0] & (jnp.arange(cap) <= at))
+            low, total = features[1], features[2]
+        one = {"cache": cache, "length": length[None], "logits": lm_logits[0, at][None].astype(jnp.float32),
+               "seen": seen[None], "low": low[None], "total": total[None], "value": value[None]}
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), one)
+
+    def catch_up(self, state: dict, tokens, target) -> dict:
+        """Read each row's tokens ``[state["length"], target)`` of ``tokens`` [n, C] (the
+        sequences' buffer) in chunks of :attr:`CHUNK`; ``state["value"]`` is then the reward
+        logit after token ``target - 1`` (rows already there are unchanged). Traceable."""
+        module = nnx.merge(self.graphdef, self.params)
+        n, cap = tokens.shape
+        target = jnp.minimum(jnp.asarray(target, jnp.int32), cap)
+        offsets = jnp.arange(self.CHUNK, dtype=jnp.int32)[None]
+
+        def behind(s):
+            return jnp.any(s["length"] < target)
+
+        def read(s):
+            pos = s["length"][:, None] + offsets  # [n, CHUNK]
+            real = pos < target[:, None]
+            chunk = jnp.where(real, jnp.take_along_axis(tokens, jnp.minimum(pos, cap - 1), 1), 0)
+            # positions past a row's target write junk that no later query reads (causal mask),
+            # and positions past the capacity are dropped
+            lm_logits, cache, hidden = module(chunk, pos, s["cache"], return_hidden=True)
+            logit = jnp.einsum("bcd,d->bc", hidden.astype(jnp.float32), self.head["w"]) + self.head["b"]
+            carry = (s["seen"], s["low"], s["total"])
+            if self.marker is not None:
+                before = jnp.concatenate([s["logits"][:, None], lm_logits[:, :-1]], 1)
+                logp = jnp.take_along_axis(jax.nn.log_softmax(before, -1), chunk[..., None], -1)[..., 0]
+                hits = _marker_ends(tokens, pos, self.marker)
+                features = []
+                for c in range(self.CHUNK):  # the running minimum and sum, restarted at each marker
+                    seen, low, total = carry
+                    hit, inside = hits[:, c], carry[0] & ~hits[:, c]
+                    lp = jnp.where(inside, logp[:, c], 0.0)
+                    new = (seen | hit, jnp.where(hit, 0.0, jnp.minimum(low, lp)), jnp.where(hit, 0.0, total + lp))
+                    carry = tuple(jnp.where(real[:, c], a, b) for a, b in zip(new, carry))
+                    features.append(jnp.stack([lp, carry[1], carry[2]], -1))
+                logit = logit + jnp.einsum("bcf,f->bc", jnp.stack(features, 1), self.head["u"])
+            count = real.sum(1)
+            last = jnp.maximum(count - 1, 0)[:, None]
+            moved = count > 0
+            return {"cache": cache, "length": s["length"] + count,
+                    "logits": jnp.where(moved[:, None], jnp.take_along_axis(lm_logits, last[..., None], 1)[:, 0],
+                                        s["logits"]),
+                    "seen": carry[0], "low": carry[1], "total": carry[2],
+                    "value": jnp.where(moved, jnp.take_along_axis(logit, last, 1)[:, 0], s["value"])}
+
+        return jax.lax.while_loop(behind, read, state)
 
     def __repr__(self) -> str:
         c = self.config
@@ -228,6 +312,16 @@ _forward = jax.jit(ProcessRewardModel.forward)
 N_LIKELIHOOD_FEATURES = 3
 #: the config.json field holding the solution marker's token ids
 MARKER_FIELD = "genppl_solution_marker"
+
+
+def _marker_ends(tokens, positions, marker) -> jax.Array:
+    """[n, L] bool: the marker's last token is at ``positions`` [n, L] of ``tokens`` [n, C]."""
+    m, cap = len(marker), tokens.shape[1]
+    hit = positions >= m - 1
+    for j, tok in enumerate(marker):
+        at = jnp.clip(positions - (m - 1) + j, 0, cap - 1)
+        hit = hit & (jnp.take_along_axis(tokens, at, 1) == tok)
+    return hit
 
 
 def likelihood_features(lm_logits, tokens, marker) -> jax.Array:

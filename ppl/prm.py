@@ -1,11 +1,14 @@
 """A trained process reward model (:class:`models.ProcessRewardModel`) as a potential, on device.
 
-The PRM reads the particle's whole token buffer (prompt with the question, then the partial
-solution) with the policy's tokenizer and gives r(x_<=k) in (0, 1) at the end of each step
-(the last token before the boundary; a trailing EOS is skipped, so the finished text is
-scored on its last real token). Its forward pass runs inside the compiled sweep, only when at
-least one particle stands at a boundary that needs a score (no host round trip). Its weights
-are the potential's data: two programs with PRMs of one shape share one compiled sweep.
+The PRM reads the particle's tokens (prompt with the question, then the partial solution)
+with the policy's tokenizer and gives r(x_<=k) in (0, 1) at the end of each step (the last
+token before the boundary; a trailing EOS is skipped, so the finished text is scored on its
+last real token). It runs inside the compiled sweep (no host round trip) and keeps its own
+state per particle, a KV cache like the policy's: each boundary reads only the tokens since
+the last one (``models.ProcessRewardModel.catch_up``), so scoring all K steps of a solution
+costs one pass over it instead of K passes over the whole buffer. The state doubles the
+particles' cache memory. Its weights are the potential's data: two programs with PRMs of one
+shape share one compiled sweep.
 
 * :class:`PRMReward`: pi(x) ∝ p(x) * prod_k r(x_<=k)^beta, each step's reward a likelihood
   (step-level particle filtering, Puri et al. 2025); every boundary adds beta log r(x_<=k).
@@ -60,19 +63,32 @@ class _DevicePRM:
         self.every_step = True
         self.prm, self.beta, self.eos_id = prm, float(beta), int(eos_id)
 
-    def _evaluate(self, lm_state, rows):
-        tokens, length = lm_state.tokens, lm_state.length
+    # The PRM keeps its own state per particle (a KV cache over the buffer, the tokens read so
+    # far, the likelihood features' running values): each boundary reads only the tokens
+    # generated since the last one (models.ProcessRewardModel.catch_up), not the whole buffer.
+    def init(self, lm_state):
+        tokens = lm_state.tokens
         if tokens.shape[1] > self.prm.max_length:
             raise InputError(f"the program's buffer holds {tokens.shape[1]} tokens (prompt + max_new_tokens) but "
                              f"the PRM reads at most {self.prm.max_length}: lower max_new_tokens")
+        return {"base": super().init(lm_state),
+                "prm": self.prm.start(tokens[0], lm_state.prompt_length[0], tokens.shape[0])}
+
+    def logw_boundary(self, pstate, lm_state, at_boundary, final):
+        tokens, length = lm_state.tokens, lm_state.length
         last = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
         content = length - ((last == self.eos_id) & (length > lm_state.prompt_length)).astype(length.dtype)
-        content = jnp.maximum(content, 1)
+        prm = self.prm.catch_up(pstate["prm"], tokens, jnp.maximum(content, 1))
+        # the scorer's bookkeeping (StepReward / FinalReward) reads these through _evaluate
+        self._scores = self.beta * jax.nn.log_sigmoid(prm["value"])
+        try:
+            base, inc = super().logw_boundary(pstate["base"], lm_state, at_boundary, final)
+        finally:
+            del self._scores
+        return {"base": base, "prm": prm}, inc
 
-        def score(_):
-            return self.beta * jax.nn.log_sigmoid(self.prm.logits(tokens, content))
-
-        return jax.lax.cond(jnp.any(rows), score, lambda _: jnp.zeros(length.shape, jnp.float32), None)
+    def _evaluate(self, lm_state, rows):
+        return self._scores
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.prm!r}, beta={self.beta:g})"

@@ -45,6 +45,23 @@ def test_step_level_beam_keeps_the_best_candidates(lm):
     np.testing.assert_allclose(result.scores[result.selected], log_z + np.log(pi[seqs.index(chosen)]), atol=1e-4)
 
 
+
+@pytest.mark.slow  # two more compiled searches (5-10 s); the default suite's budget is spent
+def test_beam_over_many_prompts_equals_the_one_prompt_searches(lm):
+    """A list of programs (prompts of different lengths) is one compiled search; prompt b's
+    beams are those of its own search with key split(key, B)[b]."""
+    import jax
+
+    programs = [ppl.Program(lm, prompt, CAP, potential=TARGET, alpha=2.0, step_delimiter="a")
+                for prompt in ([1], [2, 3], [3, 1, 2])]
+    batch = search.beam_search(programs, 3, key=7, expansions=2)
+    keys = jax.random.split(jax.random.key(7), len(programs))
+    assert len(batch) == len(programs)
+    for one, program, key in zip(batch, programs, keys):
+        alone = search.beam_search(program, 3, key=key, expansions=2)
+        assert one.token_ids == alone.token_ids and one.selected == alone.selected and one.tokens == alone.tokens
+        np.testing.assert_allclose(one.scores, alone.scores, atol=1e-5)
+
 def argmax_law(q, score, n):
     """P(pick = x) for the argmax of n i.i.d. q-candidates with distinct scores."""
     order = np.argsort(score)

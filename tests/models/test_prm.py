@@ -72,6 +72,26 @@ def padded(rows, width, pad=0):
     return out
 
 
+
+def test_incremental_state_reads_only_new_tokens_and_equals_the_full_pass(prm):
+    """start + catch_up (the PRM's own KV cache, features carried across chunks and markers)
+    give the logit of the full forward pass at every length, rows advancing unevenly."""
+    rng = np.random.default_rng(5)
+    cap, n, prompt = 40, 3, 6
+    tokens = rng.integers(1, 300, size=(n, cap)).astype(np.int32)
+    tokens[:, :prompt] = tokens[0, :prompt]  # one prompt shared by the rows
+    tokens[:, prompt - 2:prompt] = [9, 4]  # the prompt ends with the marker (as "\nA:" does)
+    tokens[1, 15:17] = tokens[2, 7:9] = [9, 4]  # a second marker inside a chunk / across chunks
+    full = np.asarray(prm.token_logits(tokens))
+    state = jax.jit(lambda t, p: prm.start(t, p, n))(jnp.asarray(tokens[0]), prompt)
+    np.testing.assert_allclose(np.asarray(state["value"]), full[:, prompt - 1], rtol=1e-4, atol=1e-4)
+    catch_up = jax.jit(prm.catch_up)
+    for target in ([7, 6, 9], [18, 6, 10], [31, 25, 40], [31, 40, 40]):
+        state = catch_up(state, jnp.asarray(tokens), jnp.asarray(target, jnp.int32))
+        np.testing.assert_array_equal(np.asarray(state["length"]), target)
+        np.testing.assert_allclose(np.asarray(state["value"]), full[np.arange(n), np.array(target) - 1],
+                                   rtol=1e-4, atol=1e-4)
+
 def test_shapes_and_range(prm, rows):
     tokens = padded(rows, 12)
     length = np.array([len(r) for r in rows], np.int32)

@@ -34,10 +34,16 @@ def processed_law(lm, processing, cap):
     return seqs, np.array(probs)
 
 
-@pytest.mark.parametrize("processing", [
-    Processing(), Processing(temperature=0.5), Processing(top_k=2), Processing(temperature=2.0, top_p=0.7),
-], ids=["plain", "temp0.5", "topk2", "temp2-topp0.7"])
-@pytest.mark.parametrize("cap", [2, 3])
+PROCESSINGS = {"plain": Processing(), "temp0.5": Processing(temperature=0.5), "topk2": Processing(top_k=2),
+               "temp2-topp0.7": Processing(temperature=2.0, top_p=0.7)}
+# each processing at one cap in the default suite, the other cap with -m slow (same code path)
+DEFAULT_CAP = {"plain": 3, "temp0.5": 2, "topk2": 3, "temp2-topp0.7": 2}
+
+
+@pytest.mark.parametrize("processing, cap", [
+    pytest.param(proc, cap, id=f"{cap}-{name}", marks=() if cap == DEFAULT_CAP[name] else
+                 pytest.mark.slow(reason="the same processing at the other cap"))
+    for cap in (2, 3) for name, proc in PROCESSINGS.items()])
 def test_sampler_matches_exact_law(lm, processing, cap):
     seqs, p = processed_law(lm, processing, cap)
     np.testing.assert_allclose(p.sum(), 1.0, atol=1e-5)

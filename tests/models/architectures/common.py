@@ -41,6 +41,14 @@ ARCHS = {
 }
 
 
+def archs(*default):
+    """Every architecture for an ``indirect`` parametrisation of the ``arch`` fixture, the ones
+    not named in ``default`` under the ``slow`` mark: a test whose code path is shared by
+    every architecture runs a few in the default suite and the whole matrix with -m slow."""
+    return [a if a in default else pytest.param(a, marks=pytest.mark.slow(reason="the same path as the default "
+            f"architectures {default}; the full matrix runs with -m slow")) for a in ARCHS]
+
+
 def make_torch_model(name, seed=0, **overrides):
     cls_name, kwargs = ARCHS[name]
     config = getattr(transformers, cls_name)(**json.loads(json.dumps(dict(kwargs, **overrides))))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.models.architectures.common import (
-    COMMON, B, L, TOL, arange_positions, jitted, make_torch_model, random_tokens, torch_logits, transformers,
+    COMMON, B, L, TOL, arange_positions, archs, jitted, make_torch_model, random_tokens, torch_logits, transformers,
 )
 from flax import nnx  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
@@ -23,6 +23,7 @@ from genppl.models.architectures import (  # noqa: E402
 from genppl.models.interface import InputError  # noqa: E402
 
 
+@pytest.mark.parametrize("arch", archs("gpt2", "llama_tied_linear", "qwen3", "phi3"), indirect=True)
 def test_save_checkpoint_round_trips_through_transformers(arch, tmp_path):
     save_checkpoint(arch["decoder"], arch["config"], tmp_path)
     assert (tmp_path / "config.json").exists() and (tmp_path / "model.safetensors").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.models.architectures.common import (
-    COMMON, TOL, B, L, V, arange_positions, jitted, random_tokens, torch_logits, transformers,
+    COMMON, TOL, B, L, V, arange_positions, archs, jitted, random_tokens, torch_logits, transformers,
 )
 from flax import nnx  # noqa: E402
 
@@ -48,6 +48,7 @@ def test_cached_incremental_decoding_equals_full_pass(arch):
     assert np.abs(incremental - np.asarray(full)).max() <= TOL
 
 
+@pytest.mark.parametrize("arch", archs("gpt2", "qwen2", "phi3"), indirect=True)
 def test_rows_at_different_positions_equal_per_row_runs(arch):
     """Rows of different lengths share one cache batch; stale entries past a row's length are harmless."""
     config, forward = arch["config"], arch["forward"]
@@ -73,6 +74,7 @@ def test_rows_at_different_positions_equal_per_row_runs(arch):
         np.testing.assert_allclose(np.concatenate(got[r]), np.asarray(ref[0, lengths[r]:n]), atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("arch", archs("gpt2", "llama3"), indirect=True)
 def test_bfloat16_load_stays_close_to_float32(arch):
     decoder16, _ = load_checkpoint(arch["path"], dtype=jnp.bfloat16)
     params = jax.tree.leaves(nnx.state(decoder16, nnx.Param))
