@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compare_amortised  # noqa: E402
@@ -44,6 +46,9 @@ def main(argv=None):
     for name, (module, argv_) in runs.items():
         if args.only and name not in args.only:
             continue
+        # one long process compiles many programs; a default run died in XLA's CPU compiler
+        # ("Cannot allocate memory") at the start of (b) after (a): free what (a) compiled
+        jax.clear_caches()
         started = time.perf_counter()
         module.main(argv_)
         seconds[name] = time.perf_counter() - started
