@@ -28,7 +28,7 @@ import testbed  # noqa: E402
 
 from genppl import models, ppl  # noqa: E402
 from genppl.cli.methods import encode_prompt  # noqa: E402
-from genppl.ppl.scorers import FinalReward, StepReward  # noqa: E402
+from genppl.ppl.scorers import FinalReward, StepReward, content_length  # noqa: E402
 
 
 class FullPass:
@@ -38,13 +38,11 @@ class FullPass:
         return self.scorer.init(self, lm_state)
 
     def logw_boundary(self, pstate, lm_state, at_boundary, final):
-        return self.scorer.logw_boundary(self, pstate, lm_state, at_boundary, final)
+        return self._account(pstate, lm_state, at_boundary, final, lambda rows: self._evaluate(lm_state, rows))
 
     def _evaluate(self, lm_state, rows):
-        tokens, length = lm_state.tokens, lm_state.length
-        last = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
-        content = length - ((last == self.eos_id) & (length > lm_state.prompt_length)).astype(length.dtype)
-        return self.beta * jax.nn.log_sigmoid(self.prm.logits(tokens, jnp.maximum(content, 1)))
+        content = jnp.maximum(content_length(lm_state, self.eos_id), 1)
+        return self.beta * jax.nn.log_sigmoid(self.prm.logits(lm_state.tokens, content))
 
 
 class FullPassStep(FullPass, ppl.PRMReward):

@@ -31,7 +31,7 @@ import numpy as np
 from genppl.models.interface import InputError
 from genppl.models.prm import ProcessRewardModel
 
-from .scorers import FinalReward, StepReward
+from .scorers import FinalReward, StepReward, content_length
 
 __all__ = ["PRMReward", "PRMFinalReward"]
 
@@ -75,20 +75,12 @@ class _DevicePRM:
                 "prm": self.prm.start(tokens[0], lm_state.prompt_length[0], tokens.shape[0])}
 
     def logw_boundary(self, pstate, lm_state, at_boundary, final):
-        tokens, length = lm_state.tokens, lm_state.length
-        last = jnp.take_along_axis(tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
-        content = length - ((last == self.eos_id) & (length > lm_state.prompt_length)).astype(length.dtype)
-        prm = self.prm.catch_up(pstate["prm"], tokens, jnp.maximum(content, 1))
-        # the scorer's bookkeeping (StepReward / FinalReward) reads these through _evaluate
-        self._scores = self.beta * jax.nn.log_sigmoid(prm["value"])
-        try:
-            base, inc = super().logw_boundary(pstate["base"], lm_state, at_boundary, final)
-        finally:
-            del self._scores
+        content = jnp.maximum(content_length(lm_state, self.eos_id), 1)
+        prm = self.prm.catch_up(pstate["prm"], lm_state.tokens, content)
+        scores = self.beta * jax.nn.log_sigmoid(prm["value"])
+        # the scorer's bookkeeping (StepReward's or FinalReward's) around these values
+        base, inc = self._account(pstate["base"], lm_state, at_boundary, final, lambda rows: scores)
         return {"base": base, "prm": prm}, inc
-
-    def _evaluate(self, lm_state, rows):
-        return self._scores
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.prm!r}, beta={self.beta:g})"

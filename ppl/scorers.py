@@ -66,9 +66,14 @@ class _BoundaryScorer(Potential):
     cumulative = False
 
     def logw_boundary(self, pstate, lm_state, at_boundary, final):
+        return self._account(pstate, lm_state, at_boundary, final, lambda rows: self._evaluate(lm_state, rows))
+
+    def _account(self, pstate, lm_state, at_boundary, final, evaluate):
+        """The boundary's bookkeeping around ``evaluate(rows) -> log f [n]`` (a subclass may
+        compute the values its own way and reuse this)."""
         at_boundary = jnp.asarray(at_boundary, bool)
         rows = at_boundary if self.every_step else at_boundary & jnp.asarray(final, bool)
-        value = jnp.asarray(self._evaluate(lm_state, rows), jnp.float32)
+        value = jnp.asarray(evaluate(rows), jnp.float32)
         inc = value if self.cumulative else _increment(value, pstate)
         inc = jnp.where(rows, inc, 0.0)
         return jnp.where(rows, value, pstate), inc
@@ -254,6 +259,13 @@ class StepVerifier(HostScorer):
         return 0.0 if value else -math.inf
 
 
+def content_length(lm_state, eos_id: int) -> jax.Array:
+    """[n] each sequence's length without a trailing EOS (the text a reward reads)."""
+    length = lm_state.length
+    last = jnp.take_along_axis(lm_state.tokens, jnp.maximum(length - 1, 0)[:, None], 1)[:, 0]
+    return length - ((last == eos_id) & (length > lm_state.prompt_length)).astype(length.dtype)
+
+
 class StepReward(HostScorer):
     """A process reward model as a likelihood at every step: ``fn(texts) -> r`` in [0, 1].
 
@@ -288,10 +300,12 @@ class StepReward(HostScorer):
         return {"value": jnp.zeros(lm_state.length.shape, jnp.float32), "scored": lm_state.prompt_length - 1}
 
     def logw_boundary(self, pstate, lm_state, at_boundary, final):
-        last = jnp.take_along_axis(lm_state.tokens, jnp.maximum(lm_state.length - 1, 0)[:, None], 1)[:, 0]
-        content = lm_state.length - ((last == self.eos_id) & (lm_state.length > lm_state.prompt_length))
+        return self._account(pstate, lm_state, at_boundary, final, lambda rows: self._evaluate(lm_state, rows))
+
+    def _account(self, pstate, lm_state, at_boundary, final, evaluate):
+        content = content_length(lm_state, self.eos_id)
         rows = jnp.asarray(at_boundary, bool) & (content > pstate["scored"])
-        value = jnp.asarray(self._evaluate(lm_state, rows), jnp.float32)
+        value = jnp.asarray(evaluate(rows), jnp.float32)
         new = {"value": jnp.where(rows, value, pstate["value"]), "scored": jnp.where(rows, content, pstate["scored"])}
         return new, jnp.where(rows, value, 0.0)
 
@@ -322,6 +336,7 @@ class FinalReward(StepReward):
     cumulative = False
     init = _BoundaryScorer.init
     logw_boundary = _BoundaryScorer.logw_boundary
+    _account = _BoundaryScorer._account
 
 
 class Twist(Potential):
