@@ -1,7 +1,7 @@
 """Power sampling (Karan & Du; Power-SMC) against temperature 1/alpha: accuracy, cost, and
 likelihood against diversity.
 
-    python benchmarks/compare_power.py                    # 40 eval problems, n = 8, alpha 2 and 4
+    python benchmarks/compare_power.py                    # 48 eval problems (3 compiled calls of 16), n = 8, alpha 2 and 4
     python benchmarks/compare_power.py --quick            # 8 problems, n = 4
     python benchmarks/compare_power.py --task arithmetic --model default
 
@@ -49,7 +49,7 @@ from genppl.inference import mcmc, power, smc  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    testbed.common_arguments(p, problems=40, dev=0, quick_problems=8)
+    testbed.common_arguments(p, problems=48, dev=0, quick_problems=8)
     p.add_argument("--n", type=int, default=None, help="answers per problem (default 8; --quick 4)")
     p.add_argument("--alphas", type=float, nargs="+", default=[2.0, 4.0])
     p.add_argument("--max-new-tokens", type=int, default=None,
@@ -61,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--horizon", type=int, default=8, help="rollout power sampling: rollout length")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    testbed.resolve_counts(args, problems=40, dev=0, quick_problems=8)
+    testbed.resolve_counts(args, problems=48, dev=0, quick_problems=8)
     if args.n is None:
         args.n = 4 if args.quick else 8
     return args

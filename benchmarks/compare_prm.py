@@ -54,11 +54,12 @@ from genppl.inference import search, smc  # noqa: E402
 METHODS = ("plain sampling", "majority vote", "best-of-N (PRM argmax)", "weighted best-of-N (PRM)",
            "beam search (PRM)", "particle filter (PRM)", "SMC, PRM as twist")
 DEFAULTS = {"beta_pf": 1.0, "beta_twist": 1.0, "expansions": 4}
+SAMPLED = METHODS[:4]  # read off one set of plain samples per problem
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    testbed.common_arguments(p, problems=64, dev=24, quick_problems=8)
+    testbed.common_arguments(p, problems=64, dev=16, quick_problems=8)
     p.add_argument("--prm", default="prm", help="reward: 'prm' (the bundled trained PRM, the default), "
                    "'verifier' (arithmetic step checks, question-blind) or a PRM checkpoint directory")
     p.add_argument("--plain", type=int, default=None, help="samples per problem behind the plain-sampling row "
@@ -72,7 +73,7 @@ def parse_args(argv=None):
                    help="dev candidates for beam K (ties go to the first, the default 4)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    testbed.resolve_counts(args, problems=64, dev=24, quick_problems=8)
+    testbed.resolve_counts(args, problems=64, dev=16, quick_problems=8)
     args.budgets = tuple(args.budgets or testbed.budgets(args.quick, small=(4, 16)))
     args.plain = max(args.plain or (max(args.budgets) if args.quick else 64), max(args.budgets))
     return args
@@ -154,12 +155,13 @@ def evaluate(runner, problems, budgets, params, seed, methods=METHODS, batch=16,
     outcomes = {m: {n: [] for n in budgets} for m in methods}
     tokens = {m: {n: [] for n in budgets} for m in methods}
     n_max = max(max(budgets), plain if "plain sampling" in methods else 1)
+    sampled = any(m in methods for m in SAMPLED)  # the dev sweep runs one search method only
     started = time.perf_counter()
     done = 0
     for c, chunk in testbed.chunks(problems, batch):
         ids = [encode_prompt(runner.lm, task.prompt(problem)) for problem in chunk]
         base = jax.random.fold_in(jax.random.key(seed), c)
-        samples = runner.samples(chunk, ids, n_max, jax.random.fold_in(base, 0))
+        samples = runner.samples(chunk, ids, n_max, jax.random.fold_in(base, 0)) if sampled else [None] * len(chunk)
         for j, n in enumerate(budgets):
             runs = {}
             if "beam search (PRM)" in methods:
@@ -171,8 +173,10 @@ def evaluate(runner, problems, budgets, params, seed, methods=METHODS, batch=16,
                 runs["SMC, PRM as twist"] = runner.particle_filter(ids, n, jax.random.fold_in(base, 300 + j),
                                                                    params["beta_twist"], "final")
             for b, (problem, s) in enumerate(zip(chunk, samples)):
-                row = sample_methods(s, n)
-                row["plain sampling"] = (None, int(s["tokens"][:n].sum()))
+                row = {}
+                if sampled:
+                    row = sample_methods(s, n)
+                    row["plain sampling"] = (None, int(s["tokens"][:n].sum()))
                 row.update({m: r[b] for m, r in runs.items()})
                 for m in methods:
                     answer, spent = row[m]

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import importlib
 import math
 import os
@@ -280,14 +281,19 @@ def write_section(name: str, body: str, path: Path | str = RESULTS) -> None:
     if not re.fullmatch(r"[\w.-]+", name):
         raise ValueError(f"section name must be a word, got {name!r}")
     path = Path(path)
-    text = path.read_text() if path.exists() else ""
+    path.touch(exist_ok=True)
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{body.rstrip()}\n{end}"
-    if begin in text and end in text and text.index(begin) < text.index(end):
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    with open(path, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # comparisons running side by side (compare_all --jobs 2) share the file
+        text = f.read()
+        if begin in text and end in text and text.index(begin) < text.index(end):
+            text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        f.seek(0)
+        f.truncate()
+        f.write(text)
 
 
 def figure_name(base: str, quick: bool) -> str:

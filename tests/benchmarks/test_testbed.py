@@ -90,6 +90,23 @@ def test_write_section_replaces_between_markers(testbed, tmp_path):
     assert text.index("replaced") < text.index("second")  # a rerun keeps the section's place
 
 
+def test_write_section_from_concurrent_writers_loses_nothing(testbed, tmp_path):
+    # compare_all --jobs 2 runs two comparisons that write one RESULTS.md; each write holds a lock
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "RESULTS.md"  # not there yet: the first writer creates it
+
+    def writer(w):
+        for i in range(25):
+            testbed.write_section(f"w{w}-{i}", f"body {w} {i}", path)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(writer, range(4)))
+    text = path.read_text()
+    assert all(f"<!-- BEGIN w{w}-{i} -->\nbody {w} {i}\n<!-- END w{w}-{i} -->" in text
+               for w in range(4) for i in range(25))
+
+
 def test_keyword_sets():  # (the grammar check is tasks.sentences.is_grammatical, tested there)
     ctrlg = load("compare_ctrlg")
     from genppl.tasks import sentences
