@@ -63,7 +63,7 @@ def parse_args(argv=None):
                    help="token cap per answer (default: the task's MAX_NEW_TOKENS)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    testbed.resolve_counts(args, problems=32, dev=0, quick_problems=4)
+    testbed.resolve_counts(args)
     args.steps = args.steps or (4 if args.quick else 60)
     args.samples = args.samples or (8 if args.quick else 16)
     return args
@@ -127,10 +127,12 @@ def train(setup, guide, objective, problems, args, log=print):
 
 def evaluate(setup, problems, proposals, args, log=print):
     out = {name: {"accuracy": [], "ess": [], "log_z": []} for name in proposals}
+    chunks = [(c, chunk, ppl.stack([setup.program(pb) for pb in chunk]))
+              for c, chunk in testbed.chunks(problems, args.batch)]
     for j, (name, (wrap, proposal)) in enumerate(proposals.items()):
         started = time.perf_counter()
-        for c, chunk in testbed.chunks(problems, args.batch):  # one compiled call per chunk
-            programs = wrap(ppl.stack([setup.program(pb) for pb in chunk]))  # one guided LM for the chunk
+        for c, chunk, stacked in chunks:  # one compiled call per chunk
+            programs = wrap(stacked)  # one guided LM for the chunk
             key = jax.random.fold_in(jax.random.key(args.seed + 1), c)  # same key for every proposal
             results = smc.run(programs, args.n, key, proposal=proposal)
             plains = smc.run(programs, args.n, jax.random.fold_in(key, 1), proposal=proposal, ess_threshold=0.0)

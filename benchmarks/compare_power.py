@@ -61,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--horizon", type=int, default=8, help="rollout power sampling: rollout length")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    testbed.resolve_counts(args, problems=48, dev=0, quick_problems=8)
+    testbed.resolve_counts(args)
     if args.n is None:
         args.n = 4 if args.quick else 8
     return args
@@ -100,11 +100,12 @@ def run(args, lm, task, problems, log=print):
     jobs = [("base sampling", None, lambda lm, ids, key: models.sample(lm, ids, args.n, args.max_new_tokens, key))]
     for alpha in args.alphas:
         jobs += [(name, alpha, fn) for name, fn in methods(args, alpha).items()]
+    chunks = [(c, chunk, [encode_prompt(lm, task.prompt(pb)) for pb in chunk])
+              for c, chunk in testbed.chunks(problems, args.batch)]
     for j, (name, alpha, fn) in enumerate(jobs):
         started = time.perf_counter()
         rows = {"accuracy": [], "tokens": [], "log_p": [], "distinct": []}
-        for c, chunk in testbed.chunks(problems, args.batch):  # one compiled call per chunk
-            prompts = [encode_prompt(lm, task.prompt(pb)) for pb in chunk]
+        for c, chunk, prompts in chunks:  # one compiled call per chunk
             outs = fn(lm, prompts, jax.random.fold_in(jax.random.key(args.seed), 1000 * j + c))
             for problem, out in zip(chunk, outs):
                 for k, v in measure(out, problem, task).items():

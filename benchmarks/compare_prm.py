@@ -73,7 +73,7 @@ def parse_args(argv=None):
                    help="dev candidates for beam K (ties go to the first, the default 4)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    testbed.resolve_counts(args, problems=64, dev=16, quick_problems=8)
+    testbed.resolve_counts(args)
     args.budgets = tuple(args.budgets or testbed.budgets(args.quick, small=(4, 16)))
     args.plain = max(args.plain or (max(args.budgets) if args.quick else 64), max(args.budgets))
     return args
@@ -95,6 +95,10 @@ class Runner:
         return ppl.Program(self.lm, ids, self.T, potential=self.reward.potential(kind, beta),
                            step_delimiter=self.delimiter)
 
+    def programs(self, prompts, kind, beta):
+        """The programs of one call: a list (one per prompt) when batched, else one program."""
+        return [self.program(i, kind, beta) for i in prompts] if self.batched else self.program(prompts, kind, beta)
+
     def each(self, fn, items, key):
         """``fn(items, key)`` as one call when batched, else ``fn(item_b, fold_in(key, b))``."""
         if self.batched:
@@ -115,9 +119,7 @@ class Runner:
     def particle_filter(self, ids, n, key, beta, kind="step"):
         """(answer, tokens) per problem: the answer of largest total particle weight."""
         def run(prompts, k):
-            programs = [self.program(i, kind, beta) for i in prompts] if self.batched else \
-                self.program(prompts, kind, beta)
-            return smc.run(programs, n, k, proposal=ppl.proposals.prior(),
+            return smc.run(self.programs(prompts, kind, beta), n, k, proposal=ppl.proposals.prior(),
                            ess_threshold=1.0 if kind == "step" else 0.5)
 
         return [(testbed.vote([self.task.answer_of(t) for t in r.texts], r.weights), sum(map(len, r.token_ids)))
@@ -128,9 +130,7 @@ class Runner:
         k = min(expansions, n)
 
         def run(prompts, key_):
-            programs = [self.program(i, "step", 1.0) for i in prompts] if self.batched else \
-                self.program(prompts, "step", 1.0)
-            return search.beam_search(programs, max(1, n // k), key_, expansions=k)
+            return search.beam_search(self.programs(prompts, "step", 1.0), max(1, n // k), key_, expansions=k)
 
         return [((None if r.selected_text is None else self.task.answer_of(r.selected_text)), r.tokens)
                 for r in self.each(run, ids, key)]

@@ -348,10 +348,13 @@ def common_arguments(p, *, problems: int, dev: int, quick_problems: int):
     p.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md or figures")
     p.add_argument("--results", default=str(RESULTS), help="markdown file to write the table into (figures go "
                    "to figures/ beside it; default benchmarks/RESULTS.md)")
+    p.set_defaults(counts=(problems, dev, quick_problems))  # read back by resolve_counts
     return p
 
 
-def resolve_counts(args, *, problems: int, dev: int, quick_problems: int) -> None:
+def resolve_counts(args) -> None:
+    """Problem and dev counts left unset: the defaults given to :func:`common_arguments`."""
+    problems, dev, quick_problems = args.counts
     if args.batch < 1:
         raise SystemExit(f"--batch must be a positive number of problems, got {args.batch}")
     if args.problems is None:
