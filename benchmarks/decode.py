@@ -5,6 +5,8 @@
     python benchmarks/decode.py --part capacity      # step time against the buffer capacity
     python benchmarks/decode.py --part memory        # bytes per particle, shared prompt cache
     python benchmarks/decode.py --part peak          # fraction of the measured matmul peak
+    python benchmarks/decode.py --dtype bfloat16     # both sides in bfloat16
+    python benchmarks/decode.py --part dtype         # ours in bfloat16 against ours in float32
 
 Both sides sample exactly ``--tokens`` new tokens per sequence (EOS suppressed until then,
 plain temperature-1 sampling, no top-k/top-p) from the same prompt, on the same machine, in
@@ -13,6 +15,9 @@ interleaved (ours, then torch at each thread count, again and again) and the med
 ``--repeats`` timed calls is reported; torch gets its best thread count among
 1..``os.cpu_count()`` (chosen per N, from the same interleaved medians).
 
+``--dtype bfloat16`` loads both sides in bfloat16 (ours keeps float32 KV caches on a CPU:
+``models.architectures.cache_storage_dtype``). ``--part dtype``: our sampler with bfloat16
+weights against itself with float32 weights, interleaved, at each ``--n``.
 ``--part capacity``: the same ``--tokens`` steps decoded (``models.sampling.generate``) from
 a state whose buffer holds exactly the prompt and the new tokens, and from one whose buffer
 holds 4x the new tokens; the ratio of their times (goal <= 1.2: attention follows the filled
@@ -83,7 +88,7 @@ def part_speed(args, lm, path, prompt):
         import torch
         from transformers import AutoModelForCausalLM
 
-        torch_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        torch_model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).eval()
     threads = sorted({1, os.cpu_count() or 1})
     print(f"prompt {len(prompt)} tokens, {args.tokens} new tokens per sequence, median of {args.repeats} "
           f"interleaved; torch threads tried: {threads}\n")
@@ -101,6 +106,17 @@ def part_speed(args, lm, path, prompt):
         best = min(med, key=med.get)
         theirs = n * args.tokens / med[best]
         print(f"| {n} | {ours:,.0f} | {theirs:,.0f} ({best}) | {ours / theirs:.2f}x |", flush=True)
+
+
+def part_dtype(args, path, prompt):
+    lms = {dtype: models.load(path, dtype=dtype) for dtype in ("float32", "bfloat16")}
+    print(f"prompt {len(prompt)} tokens, {args.tokens} new tokens per sequence, median of {args.repeats} interleaved\n")
+    print("| N | float32 tokens/s | bfloat16 tokens/s | ratio (bfloat16 / float32) |")
+    print("|---:|---:|---:|---:|")
+    for n in args.n:
+        med = interleaved({d: ours_runner(lm, prompt, n, args.tokens) for d, lm in lms.items()}, args.repeats)
+        f32, bf16 = (n * args.tokens / med[d] for d in ("float32", "bfloat16"))
+        print(f"| {n} | {f32:,.0f} | {bf16:,.0f} | {bf16 / f32:.2f}x |", flush=True)
 
 
 def part_capacity(args, lm, prompt):
@@ -188,7 +204,8 @@ def part_peak(args, lm, prompt):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint directory (default: bundled)")
-    p.add_argument("--part", default="speed", choices=["speed", "capacity", "memory", "peak"])
+    p.add_argument("--part", default="speed", choices=["speed", "capacity", "memory", "peak", "dtype"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights of both sides")
     p.add_argument("--n", type=int, nargs="+", default=None)
     p.add_argument("--tokens", type=int, default=None, help="new tokens (default 64; 48 for capacity, 32 for memory)")
     p.add_argument("--prompt-length", type=int, default=128, help="prompt tokens for --part memory")
@@ -196,11 +213,11 @@ def main(argv=None):
     p.add_argument("--skip-torch", action="store_true")
     args = p.parse_args(argv)
     args.tokens = args.tokens or {"capacity": 48, "memory": 32}.get(args.part, 64)
-    args.n = args.n or {"speed": [1, 16, 64, 256, 1024], "capacity": [16, 64, 256], "memory": [16, 64, 256]}.get(
+    args.n = args.n or {"speed": [1, 16, 64, 256, 1024], "dtype": [1, 16, 64, 256], "capacity": [16, 64, 256], "memory": [16, 64, 256]}.get(
         args.part, [256])
 
     path = args.model or str(models.bundled_path())
-    lm = models.load(path)
+    lm = models.load(path, dtype=args.dtype)
     prompt = [lm.eos_id] + lm.tokenizer.encode("Q: Sam has 12 apples. He buys 7 more.")
     print(f"model: {path} | {lm!r}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -211,6 +228,8 @@ def main(argv=None):
         part_capacity(args, lm, prompt)
     elif args.part == "memory":
         part_memory(args, lm)
+    elif args.part == "dtype":
+        part_dtype(args, path, prompt)
     else:
         part_peak(args, lm, prompt)
 

@@ -4,6 +4,7 @@ against LLaMPPL's SMC on the same checkpoint and the same constrained task.
     python benchmarks/smc.py                          # bundled model, N in 16 64, 64 tokens
     python benchmarks/smc.py --model DIR --n 16 --tokens 32 --repeats 5
     python benchmarks/smc.py --skip-llamppl
+    python benchmarks/smc.py --dtype bfloat16         # both sides' weights in bfloat16
     python benchmarks/smc.py --part accuracy --n 16   # (c) arithmetic accuracy at equal budget
 
 Task: continue ``<BOS>S:`` by exactly ``--tokens`` new tokens (EOS forbidden until then, so
@@ -22,7 +23,10 @@ every method does the same number of token steps per particle), N particles / sa
   EOS excluded.
 
 tokens/s = N * T / wall time of one call, median of ``--repeats`` calls after one warm-up call
-(which compiles our programs; LLaMPPL's caches are cleared before every call). Everything
+(which compiles our programs; LLaMPPL's caches are cleared before every call). Sampling and
+the three SMC sweeps are timed in interleaved rounds (sampling, none, no e, regex, again and
+again); the SMC overhead is the median over rounds of SMC / sampling in the same round, so
+that a slow moment of a shared machine falls on both sides of a ratio. Everything
 runs in one process, on the same machine, in the same run; ratios are what to compare.
 
 LLaMPPL runs here: ``pip install llamppl`` (0.2.3, with genlm-backend 0.3.1) installs from
@@ -73,15 +77,15 @@ def median_time(run, repeats):
     return statistics.median(times)
 
 
-def time_sampling(lm, prompt, n, tokens, repeats):
+def sampling_runner(lm, prompt, n, tokens):
     def run(seed):
         out = models.sample(lm, prompt, n, tokens, jax.random.key(seed), min_new_tokens=tokens, progress=False)
         assert int(out.num_tokens.sum()) == n * tokens
 
-    return median_time(run, repeats)
+    return run, {}
 
 
-def time_smc(lm, prompt, n, tokens, repeats, constraint):
+def smc_runner(lm, prompt, n, tokens, constraint):
     potential = ppl.MinLength(tokens, lm.eos_id)
     if constraint is not None:
         potential = potential * constraint
@@ -92,13 +96,27 @@ def time_smc(lm, prompt, n, tokens, repeats, constraint):
         result = smc.run(program, n, jax.random.key(seed), progress=False)
         assert len(result.ess) == tokens and all(len(ids) == tokens for ids in result.token_ids)
         assert np.isfinite(result.log_z), result.message
-        stats["resamplings"] = result.num_resampling
+        stats.setdefault("resamplings", result.num_resampling)  # the first call's (seed 0)
         stats["texts"] = result.texts
 
-    return median_time(run, repeats), stats
+    return run, stats
 
 
-def load_llamppl(path, n):
+def interleaved(runners: dict, repeats: int):
+    """Each runner's timed calls, interleaved round robin after one warm-up call each:
+    {name: [seconds per round]} (round r calls every runner with seed r + 1)."""
+    for run, _ in runners.values():
+        run(0)
+    times = {name: [] for name in runners}
+    for r in range(repeats):
+        for name, (run, _) in runners.items():
+            start = time.perf_counter()
+            run(r + 1)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def load_llamppl(path, n, dtype="float32"):
     try:
         import llamppl  # noqa: F401
         import torch
@@ -107,7 +125,7 @@ def load_llamppl(path, n):
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     lm = llamppl.CachedCausalLM.from_pretrained(str(path), backend="hf", batch_size=n,
-                                                hf_opts={"torch_dtype": torch.float32})
+                                                hf_opts={"torch_dtype": getattr(torch, dtype)})
     return lm, None
 
 
@@ -198,10 +216,11 @@ def main(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=96, help="accuracy: cap per generation")
     p.add_argument("--ops", type=int, default=4, help="accuracy: problems with this many operations (0: any)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights of both sides")
     args = p.parse_args(argv)
 
     path = args.model or str(models.bundled_path())
-    lm = models.load(path)
+    lm = models.load(path, dtype=args.dtype)
     if args.part == "accuracy":
         print(f"model: {path} | {lm!r}")
         return main_accuracy(args, lm)
@@ -214,20 +233,24 @@ def main(argv=None):
     print(f"prompt {len(prompt)} tokens, exactly {args.tokens} new tokens per particle, "
           f"median of {args.repeats} after a warm-up\n")
     print("| N | constraint | sampling tokens/s | SMC tokens/s | SMC overhead (sampling / SMC) "
-          "| resamplings | LLaMPPL tokens/s | ours / LLaMPPL |")
+          "| resamplings (first call) | LLaMPPL tokens/s | ours / LLaMPPL |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for n in args.n:
-        llm, why = (None, "skipped") if args.skip_llamppl else load_llamppl(path, n)
-        sampling = n * args.tokens / time_sampling(lm, prompt, n, args.tokens, args.repeats)
-        for name, constraint in constraints.items():
-            seconds, stats = time_smc(lm, prompt, n, args.tokens, args.repeats, constraint)
-            ours = n * args.tokens / seconds
+        llm, why = (None, "skipped") if args.skip_llamppl else load_llamppl(path, n, args.dtype)
+        runners = {"sampling": sampling_runner(lm, prompt, n, args.tokens)}
+        runners.update({name: smc_runner(lm, prompt, n, args.tokens, c) for name, c in constraints.items()})
+        times = interleaved(runners, args.repeats)
+        sampling = n * args.tokens / statistics.median(times["sampling"])
+        for name in constraints:
+            ours = n * args.tokens / statistics.median(times[name])
+            # the overhead: median over rounds of SMC / sampling in the same round
+            overhead = statistics.median(t / s for t, s in zip(times[name], times["sampling"]))
             theirs = ratio = "-"
             if name == "no e" and llm is not None:
                 rate = n * args.tokens / time_llamppl(llm, n, args.tokens, args.repeats)[0]
                 theirs, ratio = f"{rate:,.0f}", f"{ours / rate:.1f}x"
-            print(f"| {n} | {name} | {sampling:,.0f} | {ours:,.0f} | {sampling / ours:.2f}x "
-                  f"| {stats['resamplings']} | {theirs} | {ratio} |", flush=True)
+            print(f"| {n} | {name} | {sampling:,.0f} | {ours:,.0f} | {overhead:.2f}x "
+                  f"| {runners[name][1]['resamplings']} | {theirs} | {ratio} |", flush=True)
         if why and not args.skip_llamppl:
             print(f"(LLaMPPL: {why})")
 

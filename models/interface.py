@@ -486,7 +486,8 @@ class MemoryPlan:
                 f"{where}: {prompts}{self.n} particles with a buffer of {self.capacity} tokens need about "
                 f"{_size(needed)} (weights {_size(self.weights)}, model state {_size(self.state)}, working memory "
                 f"{_size(self.working)}) but {_size(limit)} {what}: lower n (the number of particles), "
-                "max_new_tokens or the number of prompts, load the model with dtype='bfloat16', "
+                "max_new_tokens or the number of prompts, load the model with dtype='bfloat16' (half the weights; "
+                "on an accelerator also half the caches), "
                 "or run in several batches")
         return self
 

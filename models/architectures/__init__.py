@@ -6,7 +6,7 @@ rope scaling, Mistral, Qwen2, Qwen3, Phi-3).
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import SUPPORTED_ARCHITECTURES, SUPPORTED_ROPE_TYPES, ArchConfig, CheckpointError, rope_inv_freq
-from .decoder import Decoder, build_decoder, cache_bytes, init_cache
+from .decoder import Decoder, build_decoder, cache_bytes, cache_storage_dtype, init_cache
 
 __all__ = [
     "ArchConfig",
@@ -16,6 +16,7 @@ __all__ = [
     "SUPPORTED_ROPE_TYPES",
     "build_decoder",
     "cache_bytes",
+    "cache_storage_dtype",
     "init_cache",
     "load_checkpoint",
     "rope_inv_freq",

@@ -43,10 +43,12 @@ class Linear(nnx.Module):
 
     def __call__(self, x):
         kernel = self.kernel[...]
-        y = jnp.dot(x.astype(kernel.dtype), kernel)
+        # accumulated in float32 and rounded once; with bfloat16 weights this also lets XLA:CPU
+        # use its native bf16 x bf16 -> f32 kernels (a bf16 result made it convert both operands)
+        y = jnp.dot(x.astype(kernel.dtype), kernel, preferred_element_type=jnp.float32)
         if self.bias is not None:
-            y = y + self.bias[...]
-        return y
+            y = y + self.bias[...].astype(jnp.float32)
+        return y.astype(kernel.dtype)
 
 
 class Embed(nnx.Module):
@@ -113,6 +115,19 @@ def _rotate(x, cos, sin):
     if x_pass.shape[-1]:
         out = jnp.concatenate([out, x_pass], axis=-1)
     return out
+
+
+def cache_storage_dtype(dtype):
+    """The dtype a KV cache for a model in ``dtype`` is stored in. On a CPU, a bfloat16 model
+    keeps float32 caches: XLA:CPU writes into a bfloat16 array by converting the WHOLE array to
+    float32 and back at every decode step (and reads it through slow conversions), which cost
+    more than the bf16 matmuls save (measured: benchmarks/RESULTS.md, "bfloat16 on a CPU").
+    The values are the same (keys and values are rounded to bfloat16 before they are stored);
+    only the bytes double. On other backends the cache has the model's dtype."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        return jnp.dtype(jnp.float32)
+    return dtype
 
 
 class Attention(nnx.Module):
@@ -445,13 +460,15 @@ def build_decoder(config: ArchConfig, rngs: nnx.Rngs | None = None, dtype=jnp.fl
 
 
 def init_cache(config: ArchConfig, batch: int, capacity: int, dtype=jnp.float32) -> dict:
-    """An empty KV cache: ``{"k": (layer arrays), "v": (...)}``, each ``[batch, capacity, n_kv_heads, head_dim]``."""
+    """An empty KV cache: ``{"k": (layer arrays), "v": (...)}``, each ``[batch, capacity, n_kv_heads, head_dim]``
+    in :func:`cache_storage_dtype` ``(dtype)``."""
     shape = (int(batch), int(capacity), config.num_kv_heads, config.head_dim)
-    zeros = lambda: jnp.zeros(shape, dtype)  # noqa: E731
+    zeros = lambda: jnp.zeros(shape, cache_storage_dtype(dtype))  # noqa: E731
     return {"k": tuple(zeros() for _ in range(config.num_layers)),
             "v": tuple(zeros() for _ in range(config.num_layers))}
 
 
 def cache_bytes(config: ArchConfig, batch: int, capacity: int, dtype=jnp.float32) -> int:
     """Size of ``init_cache(config, batch, capacity, dtype)`` in bytes."""
-    return 2 * config.num_layers * batch * capacity * config.num_kv_heads * config.head_dim * np.dtype(dtype).itemsize
+    itemsize = cache_storage_dtype(dtype).itemsize
+    return 2 * config.num_layers * batch * capacity * config.num_kv_heads * config.head_dim * itemsize

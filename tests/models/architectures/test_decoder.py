@@ -18,7 +18,7 @@ from tests.models.architectures.common import (
 from flax import nnx  # noqa: E402
 
 from genppl.models.architectures import (  # noqa: E402
-    ArchConfig, build_decoder, cache_bytes, init_cache, load_checkpoint, save_checkpoint,
+    ArchConfig, build_decoder, cache_bytes, cache_storage_dtype, init_cache, load_checkpoint, save_checkpoint,
 )
 
 
@@ -137,7 +137,9 @@ def test_cache_bytes_is_the_size_of_init_cache(dtype):
     config = ArchConfig.from_hf(transformers.LlamaConfig(**COMMON))
     cache = jax.eval_shape(lambda: init_cache(config, 3, 24, dtype))
     size = sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(cache))
-    assert cache_bytes(config, 3, 24, dtype) == size == 2 * 2 * 3 * 24 * 2 * 16 * np.dtype(dtype).itemsize
+    stored = cache_storage_dtype(dtype)  # float32 for a bfloat16 model on a CPU
+    assert {x.dtype for x in jax.tree.leaves(cache)} == {stored}
+    assert cache_bytes(config, 3, 24, dtype) == size == 2 * 2 * 3 * 24 * 2 * 16 * stored.itemsize
 
 
 # ---------------------------------------------------------------------------------- decode attention
