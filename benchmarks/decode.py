@@ -18,6 +18,8 @@ interleaved (ours, then torch at each thread count, again and again) and the med
 ``--dtype bfloat16`` loads both sides in bfloat16 (ours keeps float32 KV caches on a CPU:
 ``models.architectures.cache_storage_dtype``). ``--part dtype``: our sampler with bfloat16
 weights against itself with float32 weights, interleaved, at each ``--n``.
+The last column is the median over rounds of the two sides' ratio in the same round (less
+disturbed by a slow moment of a shared machine than the ratio of the two medians).
 ``--part capacity``: the same ``--tokens`` steps decoded (``models.sampling.generate``) from
 a state whose buffer holds exactly the prompt and the new tokens, and from one whose buffer
 holds 4x the new tokens; the ratio of their times (goal <= 1.2: attention follows the filled
@@ -44,6 +46,7 @@ import numpy as np
 
 from genppl import models
 from genppl.models import sampling
+from genppl.models.architectures import cache_storage_dtype
 
 
 def ours_runner(lm, prompt, n, tokens):
@@ -69,8 +72,9 @@ def torch_runner(model, prompt, n, tokens, threads):
     return run
 
 
-def interleaved(runners: dict, repeats: int) -> dict:
-    """Median seconds of each runner, one warm-up each, timed calls interleaved round robin."""
+def interleaved(runners: dict, repeats: int, rounds: dict | None = None) -> dict:
+    """Median seconds of each runner, one warm-up each, timed calls interleaved round robin
+    (``rounds``, when given, receives every runner's seconds per round)."""
     for run in runners.values():
         run(0)
     times = {name: [] for name in runners}
@@ -79,7 +83,15 @@ def interleaved(runners: dict, repeats: int) -> dict:
             start = time.perf_counter()
             run(r + 1)
             times[name].append(time.perf_counter() - start)
+    if rounds is not None:
+        rounds.update(times)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def round_ratio(rounds: dict, slower: str, faster: str) -> float:
+    """Median over rounds of ``slower``'s seconds / ``faster``'s in the same round: a slow
+    moment of a shared machine then falls on both sides of each ratio."""
+    return statistics.median(a / b for a, b in zip(rounds[slower], rounds[faster]))
 
 
 def part_speed(args, lm, path, prompt):
@@ -92,31 +104,36 @@ def part_speed(args, lm, path, prompt):
     threads = sorted({1, os.cpu_count() or 1})
     print(f"prompt {len(prompt)} tokens, {args.tokens} new tokens per sequence, median of {args.repeats} "
           f"interleaved; torch threads tried: {threads}\n")
-    print("| N | ours tokens/s | transformers tokens/s (best threads) | ratio (ours / transformers) |")
-    print("|---:|---:|---:|---:|")
+    print("| N | ours tokens/s | transformers tokens/s (best threads) | ratio (ours / transformers) "
+          "| median of per-round ratios |")
+    print("|---:|---:|---:|---:|---:|")
     for n in args.n:
         runners = {"ours": ours_runner(lm, prompt, n, args.tokens)}
         if torch_model is not None:
             runners.update({t: torch_runner(torch_model, prompt, n, args.tokens, t) for t in threads})
-        med = interleaved(runners, args.repeats)
+        rounds = {}
+        med = interleaved(runners, args.repeats, rounds)
         ours = n * args.tokens / med.pop("ours")
         if not med:
-            print(f"| {n} | {ours:,.0f} | - | - |", flush=True)
+            print(f"| {n} | {ours:,.0f} | - | - | - |", flush=True)
             continue
         best = min(med, key=med.get)
         theirs = n * args.tokens / med[best]
-        print(f"| {n} | {ours:,.0f} | {theirs:,.0f} ({best}) | {ours / theirs:.2f}x |", flush=True)
+        print(f"| {n} | {ours:,.0f} | {theirs:,.0f} ({best}) | {ours / theirs:.2f}x | "
+              f"{round_ratio(rounds, best, 'ours'):.2f}x |", flush=True)
 
 
 def part_dtype(args, path, prompt):
     lms = {dtype: models.load(path, dtype=dtype) for dtype in ("float32", "bfloat16")}
     print(f"prompt {len(prompt)} tokens, {args.tokens} new tokens per sequence, median of {args.repeats} interleaved\n")
-    print("| N | float32 tokens/s | bfloat16 tokens/s | ratio (bfloat16 / float32) |")
-    print("|---:|---:|---:|---:|")
+    print("| N | float32 tokens/s | bfloat16 tokens/s | ratio (bfloat16 / float32) | median of per-round ratios |")
+    print("|---:|---:|---:|---:|---:|")
     for n in args.n:
-        med = interleaved({d: ours_runner(lm, prompt, n, args.tokens) for d, lm in lms.items()}, args.repeats)
+        rounds = {}
+        med = interleaved({d: ours_runner(lm, prompt, n, args.tokens) for d, lm in lms.items()}, args.repeats, rounds)
         f32, bf16 = (n * args.tokens / med[d] for d in ("float32", "bfloat16"))
-        print(f"| {n} | {f32:,.0f} | {bf16:,.0f} | {bf16 / f32:.2f}x |", flush=True)
+        print(f"| {n} | {f32:,.0f} | {bf16:,.0f} | {bf16 / f32:.2f}x | "
+              f"{round_ratio(rounds, 'float32', 'bfloat16'):.2f}x |", flush=True)
 
 
 def part_capacity(args, lm, prompt):
@@ -150,7 +167,7 @@ def part_memory(args, lm):
           "(N (P+G) positions) | live / that | (P + N G) / (N (P + G)) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     c = lm.config
-    per_position = 2 * c.num_layers * c.num_kv_heads * c.head_dim * jnp.dtype(lm.dtype).itemsize
+    per_position = 2 * c.num_layers * c.num_kv_heads * c.head_dim * cache_storage_dtype(lm.dtype).itemsize
     for n in args.n:
         before = jax.live_arrays()  # held: a new array cannot reuse a freed one's id
         seen = {id(x) for x in before}

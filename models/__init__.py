@@ -38,6 +38,12 @@ def load(path=None, dtype="float32", eos_id=None, mesh=None):
     """Load a local Hugging Face checkpoint directory (default: the bundled model;
     ``"reasoner"`` names the second bundled model, trained on ``tasks.chains``).
 
+    ``dtype``: ``"float32"`` (default) or ``"bfloat16"``: bfloat16 weights and activations,
+    products accumulated in float32 and log-probabilities in float32; on a CPU the KV caches
+    stay float32 (``architectures.cache_storage_dtype``). On the 2-core CI machine bfloat16
+    decodes 1.2-1.4x faster than float32 at 16 to 256 particles and equally fast at one
+    (benchmarks/RESULTS.md, "bfloat16 on a CPU").
+
     ``eos_id`` overrides the EOS token the files name (needed when they name none). Every
     fault in the directory raises one :class:`~models.architectures.CheckpointError` (an
     :class:`InputError`) naming the file and what to do; see ``TransformerLM.from_pretrained``.
