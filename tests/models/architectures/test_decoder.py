@@ -199,6 +199,27 @@ def _loop_body_ops(hlo: str) -> list[str]:
     return [line for c in seen for line in comps[c]]
 
 
+def _cache_sized_ops(lm, op_pattern: str, steps: int = 4) -> list[str]:
+    """Instructions matching ``op_pattern`` on an array at least as large as one layer's K cache,
+    in the optimised HLO of a loop of ``steps`` decode steps of ``lm`` (3 rows)."""
+    n = 3
+    state = lm.prefill([1, 2, 3], n, 40)
+    size = int(np.prod(state.cache["k"][0].shape))
+
+    def decode(lm, state):
+        tokens = jnp.full((n,), 5, jnp.int32)
+        return jax.lax.fori_loop(0, steps, lambda i, s: lm.extend(s, tokens), state)
+
+    ops = _loop_body_ops(jax.jit(decode).lower(lm, state).compile().as_text())
+    assert any("dynamic-update-slice" in op or "scatter" in op for op in ops), "no decode step found in the loop"
+
+    def elements(line):
+        shape = re.search(r"= \w+\[([\d,]*)\]", line)
+        return int(np.prod([int(d) for d in shape.group(1).split(",") if d])) if shape else 0
+
+    return [op.strip()[:160] for op in ops if re.search(op_pattern, op) and elements(op) >= size]
+
+
 def test_decode_steps_read_the_kv_cache_in_place(llama_lm, monkeypatch):
     """The optimised HLO of a loop of decode steps holds no transpose and no copy of an array as
     large as a layer's K or V cache: the cache is read in its stored layout (this check fails on
@@ -206,26 +227,22 @@ def test_decode_steps_read_the_kv_cache_in_place(llama_lm, monkeypatch):
     from genppl.models.architectures import decoder
 
     monkeypatch.setattr(decoder, "DECODE_BLOCK", 16)  # several blocks: the loop path is compiled
-    n, steps = 3, 4
-    state = llama_lm.prefill([1, 2, 3], n, 40)
-    cache_k = state.cache["k"][0]
-    size = int(np.prod(cache_k.shape))
-
-    def decode(lm, state):
-        tokens = jnp.full((n,), 5, jnp.int32)
-        return jax.lax.fori_loop(0, steps, lambda i, s: lm.extend(s, tokens), state)
-
-    hlo = jax.jit(decode).lower(llama_lm, state).compile().as_text()
-    ops = _loop_body_ops(hlo)
-    assert any("dynamic-update-slice" in op or "scatter" in op for op in ops), "no decode step found in the loop"
-
-    def elements(line):
-        shape = re.search(r"= \w+\[([\d,]*)\]", line)
-        return int(np.prod([int(d) for d in shape.group(1).split(",") if d])) if shape else 0
-
-    relayouts = [op.strip()[:160] for op in ops
-                 if re.search(r"\b(transpose|copy)\(", op) and elements(op) >= size]
+    relayouts = _cache_sized_ops(llama_lm, r"\b(transpose|copy)\(")
     assert not relayouts, f"the decode step copies or transposes the KV cache: {relayouts}"
+
+
+def test_bfloat16_decode_steps_convert_no_cache(llama_lm):
+    """A bfloat16 model's decode loop converts no cache-sized array: on a CPU its KV caches are
+    float32 (``cache_storage_dtype``), because XLA:CPU writes into a bf16 cache by converting all
+    of it to float32 and back at every step (this check fails with bf16 caches)."""
+    from genppl.models.transformer import TransformerLM
+
+    lm = llama_lm
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x, lm.params)
+    lm16 = TransformerLM(lm.graphdef, params, lm.config, lm.tokenizer, jnp.bfloat16)
+    assert lm16.prefill([1, 2], 2, 4).cache["k"][0].dtype == cache_storage_dtype(jnp.bfloat16)
+    converts = _cache_sized_ops(lm16, r"\bconvert\(|wrapped_convert")
+    assert not converts, f"the bfloat16 decode step converts whole caches: {converts}"
 
 
 @pytest.mark.parametrize("arch", ["mistral"], indirect=True)
