@@ -231,6 +231,7 @@ def test_decode_steps_read_the_kv_cache_in_place(llama_lm, monkeypatch):
     assert not relayouts, f"the decode step copies or transposes the KV cache: {relayouts}"
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the float32 cache of a bf16 model is a CPU rule")
 def test_bfloat16_decode_steps_convert_no_cache(llama_lm):
     """A bfloat16 model's decode loop converts no cache-sized array: on a CPU its KV caches are
     float32 (``cache_storage_dtype``), because XLA:CPU writes into a bf16 cache by converting all
