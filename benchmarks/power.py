@@ -66,8 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--rollouts", type=int, default=2, help="rollout power sampling: M")
     p.add_argument("--rollout-top-k", type=int, default=2, help="rollout power sampling: K")
     p.add_argument("--horizon", type=int, default=8, help="rollout power sampling: rollout length")
-    p.add_argument("--mh-steps", type=int, default=8, help="timed MH steps (ours, per call)")
-    p.add_argument("--ref-steps", type=int, default=6, help="timed MH steps (reference)")
+    p.add_argument("--mh-steps", type=int, default=16, help="timed MH steps (ours, per call)")
+    p.add_argument("--ref-steps", type=int, default=16, help="timed MH steps (reference)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1,
