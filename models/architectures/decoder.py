@@ -44,7 +44,8 @@ class Linear(nnx.Module):
     def __call__(self, x):
         kernel = self.kernel[...]
         # accumulated in float32 and rounded once; with bfloat16 weights this also lets XLA:CPU
-        # use its native bf16 x bf16 -> f32 kernels (a bf16 result made it convert both operands)
+        # use its native bf16 x bf16 -> f32 kernels (with a bf16 result the products ran at
+        # float32 speed: measured, benchmarks/RESULTS.md "bfloat16 on a CPU")
         y = jnp.dot(x.astype(kernel.dtype), kernel, preferred_element_type=jnp.float32)
         if self.bias is not None:
             y = y + self.bias[...].astype(jnp.float32)
