@@ -23,7 +23,10 @@ Three parts, all on the same checkpoint, in one process, in the same run:
    chain and ``--n`` chains. Reference: the published approach with transformers' PyTorch
    model: one chain, each proposal a ``generate`` from the full prefix recomputed
    (``do_sample``, temperature 1/alpha, ``top_k=0``), then a forward pass over the current and
-   the proposed sequence to get log p and log q of both suffixes. Median over steps; torch
+   the proposed sequence to get log p and log q of both suffixes. The sides are timed in
+   ``--repeats`` interleaved rounds (ours with one chain: one call of ``--mh-steps`` steps; ours
+   with ``--n`` chains: the same; the reference: ``--ref-steps`` steps, median per step), and
+   the speed-ups are printed from the medians and as the median of the per-round ratios; torch
    runs on ``--torch-threads`` threads (default 1: faster than 2 on the shared machine).
 3. Power-SMC against plain decoding: median wall time of ``--repeats`` calls on one prompt,
    same n, same max_new_tokens, after a warm-up call.
@@ -167,7 +170,9 @@ def run_accuracy(lm, args):
 
 
 # ---- 2. time per MH step -----------------------------------------------------------------
-def time_ours_mh(lm, ids, n, args):
+def ours_mh_rounds(lm, ids, n, args):
+    """A function timing one round of ``--mh-steps`` MH steps of ``n`` chains (compiled first):
+    returns (seconds per step, tokens regenerated per step per chain)."""
     kernel = mcmc.build_kernel()  # suffix move, proposal at temperature 1/alpha
     cap, alpha = args.max_new_tokens, jnp.float32(args.alpha)
 
@@ -179,20 +184,22 @@ def time_ours_mh(lm, ids, n, args):
             return state, regenerated + info.proposed_tokens.sum()
         return jax.lax.fori_loop(0, args.mh_steps, body, (state, jnp.int32(0)))
 
-    state = kernel.init(jax.random.key(1), lm, ids, n, cap, alpha)
-    jax.block_until_ready(steps(lm, state, jax.random.key(2)))  # compile + warm up
-    times, regenerated = [], 0
-    for r in range(args.repeats):
+    chain = {"state": kernel.init(jax.random.key(1), lm, ids, n, cap, alpha), "round": 0}
+    jax.block_until_ready(steps(lm, chain["state"], jax.random.key(2)))  # compile + warm up
+
+    def one_round():
         start = time.perf_counter()
-        state, count = jax.block_until_ready(steps(lm, state, jax.random.key(10 + r)))
-        times.append(time.perf_counter() - start)
-        regenerated += int(count)
-    per_step = statistics.median(times) / args.mh_steps
-    return per_step, regenerated / (args.repeats * args.mh_steps * n)
+        chain["state"], count = jax.block_until_ready(steps(lm, chain["state"], jax.random.key(10 + chain["round"])))
+        chain["round"] += 1
+        return (time.perf_counter() - start) / args.mh_steps, int(count) / (args.mh_steps * n)
+
+    return one_round
 
 
-def time_reference_mh(path, ids, args):
-    """One chain; each proposal a transformers ``generate`` from the recomputed prefix."""
+def reference_mh_rounds(path, ids, args):
+    """The reference, one chain; each proposal a transformers ``generate`` from the recomputed
+    prefix. Returns a function timing one round of ``--ref-steps`` steps (the first step of the
+    first round warms up, untimed): (median seconds per step, tokens regenerated per step)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -215,10 +222,10 @@ def time_reference_mh(path, ids, args):
         return float(logp[rows, target[rows]].sum()), float(logq[rows, target[rows]].sum())
 
     with torch.no_grad():
-        x = model.generate(prompt, max_new_tokens=cap, **gen)
-    times, regenerated = [], 0
-    for step in range(args.ref_steps + 1):
-        start = time.perf_counter()
+        chain = {"x": model.generate(prompt, max_new_tokens=cap, **gen), "step": 0}
+
+    def step():
+        x = chain["x"]
         n_cur = x.shape[1] - p_len
         m = int(torch.randint(n_cur, ()))
         with torch.no_grad():
@@ -228,12 +235,43 @@ def time_reference_mh(path, ids, args):
         lp_old, lq_old = suffix_logs(x, m)
         log_r = float(mcmc.log_acceptance(alpha, lp_new, lp_old, lq_new, lq_old, -np.log(n_new), -np.log(n_cur),
                                           xp=np))
-        if np.log(np.random.default_rng(step).uniform()) < log_r:
-            x = y
-        if step:  # the first step warms up
+        if np.log(np.random.default_rng(chain["step"]).uniform()) < log_r:
+            chain["x"] = y
+        chain["step"] += 1
+        return n_new - m
+
+    step()  # warms up
+
+    def one_round():
+        times, regenerated = [], 0
+        for _ in range(args.ref_steps):
+            start = time.perf_counter()
+            regenerated += step()
             times.append(time.perf_counter() - start)
-            regenerated += n_new - m
-    return statistics.median(times), regenerated / args.ref_steps
+        return statistics.median(times), regenerated / args.ref_steps
+
+    return one_round
+
+
+def time_mh(lm, ids, path, args):
+    """Interleaved rounds (ours with 1 chain, ours with ``--n`` chains, the reference), each
+    round timing every side once. Returns {side: (median s per step, tokens per step per chain)}
+    and the per-round speed-ups (reference / ours, per chain) as lists."""
+    sides = {"ours 1": ours_mh_rounds(lm, ids, 1, args), "ours n": ours_mh_rounds(lm, ids, args.n, args)}
+    if not args.skip_reference:
+        sides["reference"] = reference_mh_rounds(path, ids, args)
+    rounds = {name: [] for name in sides}
+    for _ in range(args.repeats):
+        for name, run in sides.items():
+            rounds[name].append(run())
+    summary = {name: (statistics.median(r[0] for r in rs), statistics.mean(r[1] for r in rs))
+               for name, rs in rounds.items()}
+    speedups = {}
+    if "reference" in rounds:
+        ref = [r[0] for r in rounds["reference"]]
+        speedups["1"] = [a / b[0] for a, b in zip(ref, rounds["ours 1"])]
+        speedups["n"] = [a / (b[0] / args.n) for a, b in zip(ref, rounds["ours n"])]
+    return summary, speedups
 
 
 # ---- 3. Power-SMC against plain decoding -------------------------------------------------
@@ -259,9 +297,10 @@ def main(argv=None):
 
     rows = [] if args.skip_accuracy else run_accuracy(lm, args)
 
-    ours_1, regen_1 = time_ours_mh(lm, ids, 1, args)
-    ours_n, regen_n = time_ours_mh(lm, ids, args.n, args)
-    ref = None if args.skip_reference else time_reference_mh(path, ids, args)
+    summary, speedups = time_mh(lm, ids, path, args)
+    ours_1, regen_1 = summary["ours 1"]
+    ours_n, regen_n = summary["ours n"]
+    ref = summary.get("reference")
 
     smc_n = args.smc_n or args.n
     plain_s = median_time(lambda s: models.sample(lm, ids, smc_n, args.max_new_tokens, jax.random.key(s)),
@@ -291,7 +330,10 @@ def main(argv=None):
         print(f"| reference (transformers generate per proposal, prefix recomputed) | 1 | {ref[0]:.4f} | "
               f"{ref[0]:.4f} | {ref[1]:.1f} |")
         print(f"\nSpeed-up per MH step: {ref[0] / ours_1:.1f}x with one chain, "
-              f"{ref[0] / (ours_n / args.n):.1f}x per chain with {args.n} chains batched (goal >= 10x).")
+              f"{ref[0] / (ours_n / args.n):.1f}x per chain with {args.n} chains batched (goal >= 10x); "
+              f"median of the per-round speed-ups {statistics.median(speedups['1']):.1f}x and "
+              f"{statistics.median(speedups['n']):.1f}x (rounds: "
+              f"{', '.join(f'{x:.1f}' for x in speedups['1'])} and {', '.join(f'{x:.1f}' for x in speedups['n'])}).")
     print(f"\nPower-SMC ({smc_n} particles) {smc_s:.3f} s vs plain decoding ({smc_n} samples) {plain_s:.3f} s: "
           f"{smc_s / plain_s:.2f}x (goal <= 3x).")
 
