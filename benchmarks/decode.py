@@ -38,7 +38,9 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +49,9 @@ import numpy as np
 from genppl import models
 from genppl.models import sampling
 from genppl.models.architectures import cache_storage_dtype
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import testbed  # noqa: E402
 
 
 def ours_runner(lm, prompt, n, tokens):
@@ -73,25 +78,12 @@ def torch_runner(model, prompt, n, tokens, threads):
 
 
 def interleaved(runners: dict, repeats: int, rounds: dict | None = None) -> dict:
-    """Median seconds of each runner, one warm-up each, timed calls interleaved round robin
-    (``rounds``, when given, receives every runner's seconds per round)."""
-    for run in runners.values():
-        run(0)
-    times = {name: [] for name in runners}
-    for r in range(repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(r + 1)
-            times[name].append(time.perf_counter() - start)
+    """Median seconds of each runner over :func:`testbed.interleaved` rounds (``rounds``, when
+    given, receives every runner's seconds per round)."""
+    times = testbed.interleaved(runners, repeats)
     if rounds is not None:
         rounds.update(times)
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-def round_ratio(rounds: dict, slower: str, faster: str) -> float:
-    """Median over rounds of ``slower``'s seconds / ``faster``'s in the same round: a slow
-    moment of a shared machine then falls on both sides of each ratio."""
-    return statistics.median(a / b for a, b in zip(rounds[slower], rounds[faster]))
 
 
 def part_speed(args, lm, path, prompt):
@@ -120,7 +112,7 @@ def part_speed(args, lm, path, prompt):
         best = min(med, key=med.get)
         theirs = n * args.tokens / med[best]
         print(f"| {n} | {ours:,.0f} | {theirs:,.0f} ({best}) | {ours / theirs:.2f}x | "
-              f"{round_ratio(rounds, best, 'ours'):.2f}x |", flush=True)
+              f"{testbed.round_ratio(rounds, best, 'ours'):.2f}x |", flush=True)
 
 
 def part_dtype(args, path, prompt):
@@ -133,7 +125,7 @@ def part_dtype(args, path, prompt):
         med = interleaved({d: ours_runner(lm, prompt, n, args.tokens) for d, lm in lms.items()}, args.repeats, rounds)
         f32, bf16 = (n * args.tokens / med[d] for d in ("float32", "bfloat16"))
         print(f"| {n} | {f32:,.0f} | {bf16:,.0f} | {bf16 / f32:.2f}x | "
-              f"{round_ratio(rounds, 'float32', 'bfloat16'):.2f}x |", flush=True)
+              f"{testbed.round_ratio(rounds, 'float32', 'bfloat16'):.2f}x |", flush=True)
 
 
 def part_capacity(args, lm, prompt):

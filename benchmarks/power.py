@@ -184,13 +184,14 @@ def ours_mh_rounds(lm, ids, n, args):
             return state, regenerated + info.proposed_tokens.sum()
         return jax.lax.fori_loop(0, args.mh_steps, body, (state, jnp.int32(0)))
 
-    chain = {"state": kernel.init(jax.random.key(1), lm, ids, n, cap, alpha), "round": 0}
-    jax.block_until_ready(steps(lm, chain["state"], jax.random.key(2)))  # compile + warm up
+    state, rounds = kernel.init(jax.random.key(1), lm, ids, n, cap, alpha), 0
+    jax.block_until_ready(steps(lm, state, jax.random.key(2)))  # compile + warm up
 
     def one_round():
+        nonlocal state, rounds
         start = time.perf_counter()
-        chain["state"], count = jax.block_until_ready(steps(lm, chain["state"], jax.random.key(10 + chain["round"])))
-        chain["round"] += 1
+        state, count = jax.block_until_ready(steps(lm, state, jax.random.key(10 + rounds)))
+        rounds += 1
         return (time.perf_counter() - start) / args.mh_steps, int(count) / (args.mh_steps * n)
 
     return one_round
@@ -222,10 +223,11 @@ def reference_mh_rounds(path, ids, args):
         return float(logp[rows, target[rows]].sum()), float(logq[rows, target[rows]].sum())
 
     with torch.no_grad():
-        chain = {"x": model.generate(prompt, max_new_tokens=cap, **gen), "step": 0}
+        x = model.generate(prompt, max_new_tokens=cap, **gen)
+    steps_done = 0
 
     def step():
-        x = chain["x"]
+        nonlocal x, steps_done
         n_cur = x.shape[1] - p_len
         m = int(torch.randint(n_cur, ()))
         with torch.no_grad():
@@ -235,9 +237,9 @@ def reference_mh_rounds(path, ids, args):
         lp_old, lq_old = suffix_logs(x, m)
         log_r = float(mcmc.log_acceptance(alpha, lp_new, lp_old, lq_new, lq_old, -np.log(n_new), -np.log(n_cur),
                                           xp=np))
-        if np.log(np.random.default_rng(chain["step"]).uniform()) < log_r:
-            chain["x"] = y
-        chain["step"] += 1
+        if np.log(np.random.default_rng(steps_done).uniform()) < log_r:
+            x = y
+        steps_done += 1
         return n_new - m
 
     step()  # warms up

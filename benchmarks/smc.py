@@ -51,7 +51,9 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 
 import jax
@@ -61,6 +63,9 @@ from genppl import models
 from genppl import ppl
 from genppl.inference import smc
 from genppl.tasks import arithmetic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import testbed  # noqa: E402
 
 PROMPT = "S:"
 BANNED = ["e", "E"]
@@ -82,7 +87,7 @@ def sampling_runner(lm, prompt, n, tokens):
         out = models.sample(lm, prompt, n, tokens, jax.random.key(seed), min_new_tokens=tokens, progress=False)
         assert int(out.num_tokens.sum()) == n * tokens
 
-    return run, {}
+    return run
 
 
 def smc_runner(lm, prompt, n, tokens, constraint):
@@ -97,23 +102,8 @@ def smc_runner(lm, prompt, n, tokens, constraint):
         assert len(result.ess) == tokens and all(len(ids) == tokens for ids in result.token_ids)
         assert np.isfinite(result.log_z), result.message
         stats.setdefault("resamplings", result.num_resampling)  # the first call's (seed 0)
-        stats["texts"] = result.texts
 
     return run, stats
-
-
-def interleaved(runners: dict, repeats: int):
-    """Each runner's timed calls, interleaved round robin after one warm-up call each:
-    {name: [seconds per round]} (round r calls every runner with seed r + 1)."""
-    for run, _ in runners.values():
-        run(0)
-    times = {name: [] for name in runners}
-    for r in range(repeats):
-        for name, (run, _) in runners.items():
-            start = time.perf_counter()
-            run(r + 1)
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def load_llamppl(path, n, dtype="float32"):
@@ -237,20 +227,20 @@ def main(argv=None):
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for n in args.n:
         llm, why = (None, "skipped") if args.skip_llamppl else load_llamppl(path, n, args.dtype)
+        sweeps = {name: smc_runner(lm, prompt, n, args.tokens, c) for name, c in constraints.items()}
         runners = {"sampling": sampling_runner(lm, prompt, n, args.tokens)}
-        runners.update({name: smc_runner(lm, prompt, n, args.tokens, c) for name, c in constraints.items()})
-        times = interleaved(runners, args.repeats)
+        runners.update({name: run for name, (run, _) in sweeps.items()})
+        times = testbed.interleaved(runners, args.repeats)
         sampling = n * args.tokens / statistics.median(times["sampling"])
         for name in constraints:
             ours = n * args.tokens / statistics.median(times[name])
-            # the overhead: median over rounds of SMC / sampling in the same round
-            overhead = statistics.median(t / s for t, s in zip(times[name], times["sampling"]))
+            overhead = testbed.round_ratio(times, name, "sampling")
             theirs = ratio = "-"
             if name == "no e" and llm is not None:
                 rate = n * args.tokens / time_llamppl(llm, n, args.tokens, args.repeats)[0]
                 theirs, ratio = f"{rate:,.0f}", f"{ours / rate:.1f}x"
             print(f"| {n} | {name} | {sampling:,.0f} | {ours:,.0f} | {overhead:.2f}x "
-                  f"| {runners[name][1]['resamplings']} | {theirs} | {ratio} |", flush=True)
+                  f"| {sweeps[name][1]['resamplings']} | {theirs} | {ratio} |", flush=True)
         if why and not args.skip_llamppl:
             print(f"(LLaMPPL: {why})")
 

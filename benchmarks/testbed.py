@@ -14,6 +14,8 @@
 * **Confidence intervals over problems.** :func:`wilson` (binomial, for 0/1 outcomes per
   problem) and :func:`bootstrap` (percentile bootstrap of the mean, for per-problem values
   that are not 0/1 and for paired differences), both 95% by default, from ``scipy.stats``.
+* **Timing.** :func:`interleaved` times runners in alternating rounds and :func:`round_ratio`
+  takes the median of two sides' per-round ratios (the speed benchmarks share them).
 * **Output.** :func:`write_section` puts a markdown block into benchmarks/RESULTS.md between
   ``<!-- BEGIN name -->`` / ``<!-- END name -->`` markers (replaced on a rerun, appended the
   first time); :func:`figure_path` and :func:`new_figure` give PNGs drawn with matplotlib's
@@ -30,6 +32,7 @@ import os
 import platform
 import random
 import re
+import statistics
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -255,6 +258,28 @@ def choose_on_dev(candidates: Sequence, score: Callable[[object], float], what: 
 
 
 # ---- output -------------------------------------------------------------------------------
+# ---- timing -------------------------------------------------------------------------------
+def interleaved(runners: dict, repeats: int) -> dict:
+    """{name: [seconds of each timed call]} of every runner's ``run(seed)``: one warm-up call
+    each (seed 0), then ``repeats`` rounds in which every runner is called once (seed r + 1),
+    so that a slow moment of a shared machine falls on every side of a round."""
+    for run in runners.values():
+        run(0)
+    times = {name: [] for name in runners}
+    for r in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(r + 1)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def round_ratio(rounds: dict, slower: str, faster: str) -> float:
+    """Median over rounds of ``slower``'s seconds / ``faster``'s in the same round
+    (``rounds`` from :func:`interleaved`)."""
+    return statistics.median(a / b for a, b in zip(rounds[slower], rounds[faster]))
+
+
 def machine_line() -> str:
     import jax
 
