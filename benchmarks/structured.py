@@ -47,7 +47,9 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +57,9 @@ import numpy as np
 
 from genppl import models, ppl
 from genppl.inference import smc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import testbed  # noqa: E402
 
 SCHEMA = {"type": "object", "properties": {
     "steps": {"type": "array", "items": {"type": "string"}},
@@ -180,16 +185,8 @@ def llguidance_json_grammar(schema):
 
 # ---- timing -------------------------------------------------------------------------------------
 def interleaved(rows: dict, repeats: int) -> dict:
-    """{name: median seconds} of every row's ``run(seed)``; one warm-up each, then repeats in turn."""
-    for run in rows.values():
-        run(0)
-    times = {name: [] for name in rows}
-    for r in range(repeats):
-        for name, run in rows.items():
-            start = time.perf_counter()
-            run(r + 1)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """{name: median seconds} of every row's ``run(seed)`` over :func:`testbed.interleaved` rounds."""
+    return {name: statistics.median(t) for name, t in testbed.interleaved(rows, repeats).items()}
 
 
 def smc_row(lm, prompt, n, tokens, constraint, engine=None, ess_threshold=0.0):
