@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import progress as progress_lib
-from .batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
+from .batch import Batch, any_prompt, is_prompt_batch, map_prompt_states, pad_prompts
 from .interface import InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int, nonfinite_rows
 
 
@@ -270,7 +270,9 @@ def decode_until(lm: LanguageModel, carry, stop, max_new_tokens: int, processing
 
     def cond(carry):
         step, _, done, *_ = carry
-        return (step < stop) & (step < max_new_tokens) & ~jnp.all(done)
+        # or-ed over a batch's prompts: an unbatched predicate spares vmap a select of the whole
+        # carry (the KV caches) at every step; a prompt whose particles are all done idles
+        return any_prompt((step < stop) & (step < max_new_tokens) & ~jnp.all(done))
 
     def body(carry):
         step, state, done, eos, logp, bad_step, key = carry

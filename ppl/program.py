@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from genppl.models.batch import any_prompt
 from genppl.models.interface import (PROMPT_BUCKET, InputError, LanguageModel, LMState, check_positive_int, map_particles,
                                      nonfinite_rows)
 from genppl.models.sampling import categorical
@@ -268,9 +269,9 @@ class Program(Fields):
             return self.boundary(state, logw, state.done & ~start)
         ends_step = self.ends_step
 
-        def cond(carry):
+        def cond(carry):  # unbatched over a batch's prompts (see models.sampling.decode_until)
             state, _, reached, _ = carry
-            return jnp.any(~state.done & ~reached)
+            return any_prompt(jnp.any(~state.done & ~reached))
 
         def body(carry):
             state, logw, reached, key = carry

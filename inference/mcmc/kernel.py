@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from genppl.models.batch import any_prompt
 from genppl.models.interface import InputError, LanguageModel, LMState, nonfinite_rows
 from genppl.models.sampling import categorical
 from genppl.ppl.program import where_rows
@@ -211,8 +212,8 @@ def extend(key, lm: LanguageModel, lm_state: LMState, logp, logq, eos, active, s
     rows = jnp.arange(n)
     active = active & (lm_state.num_generated < stop_at)
 
-    def cond(carry):
-        return jnp.any(carry[4])
+    def cond(carry):  # unbatched over a batch's prompts (see models.sampling.decode_until)
+        return any_prompt(jnp.any(carry[4]))
 
     def body(carry):
         lm_state, logp, logq, eos, active, count, bad_at, key = carry

@@ -28,7 +28,7 @@ import numpy as np
 
 from genppl import distributed
 from genppl.models import progress as progress_lib
-from genppl.models.batch import Batch, is_prompt_batch, map_prompt_states, pad_prompts
+from genppl.models.batch import Batch, any_prompt, is_prompt_batch, map_prompt_states, pad_prompts
 from genppl.models.interface import (InputError, LanguageModel, NonFiniteLogitsError, as_key, check_positive_int,
                                      nonfinite_rows)
 from genppl.models.sampling import categorical
@@ -123,8 +123,8 @@ def tokens_until(lm: LanguageModel, carry, stop, alpha, top_k: int, rollouts: in
     the same result) or every particle is done. Traceable."""
     n = carry[1].num_particles
 
-    def cond(carry):
-        return (carry[0] < stop) & jnp.any(~carry[2])
+    def cond(carry):  # unbatched over a batch's prompts (see models.sampling.decode_until)
+        return any_prompt((carry[0] < stop) & jnp.any(~carry[2]))
 
     def body(carry):
         step, lm_state, done, eos, logp_total, cost, bad_at, key = carry

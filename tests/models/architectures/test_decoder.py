@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.hlo import elements, loop_body_ops
 from tests.models.architectures.common import (
     COMMON, TOL, B, L, V, arange_positions, archs, jitted, random_tokens, torch_logits, transformers,
 )
@@ -174,31 +175,6 @@ def test_decode_attention_over_blocks_equals_the_full_softmax(window):
                                    atol=1e-5, rtol=1e-5)
 
 
-def _loop_body_ops(hlo: str) -> list[str]:
-    """Instruction lines of the computations a ``while`` loop runs (its body, condition and
-    everything they call), from XLA's optimised HLO text."""
-    comps, name = {}, None
-    for line in hlo.splitlines():
-        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
-        if head and not line.startswith(" "):
-            name = head.group(1)
-            comps[name] = []
-        elif name is not None and line.startswith("  "):
-            comps[name].append(line)
-    called = lambda lines: {c for line in lines for c in re.findall(
-        r"(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)", line)}
-    todo = {b for lines in comps.values() for line in lines if " while(" in line
-            for b in re.findall(r"(?:body|condition)=%?([\w.\-]+)", line)}
-    seen = set()
-    while todo:
-        c = todo.pop()
-        if c in seen or c not in comps:
-            continue
-        seen.add(c)
-        todo |= called(comps[c])
-    return [line for c in seen for line in comps[c]]
-
-
 def _cache_sized_ops(lm, op_pattern: str, steps: int = 4) -> list[str]:
     """Instructions matching ``op_pattern`` on an array at least as large as one layer's K cache,
     in the optimised HLO of a loop of ``steps`` decode steps of ``lm`` (3 rows)."""
@@ -210,13 +186,8 @@ def _cache_sized_ops(lm, op_pattern: str, steps: int = 4) -> list[str]:
         tokens = jnp.full((n,), 5, jnp.int32)
         return jax.lax.fori_loop(0, steps, lambda i, s: lm.extend(s, tokens), state)
 
-    ops = _loop_body_ops(jax.jit(decode).lower(lm, state).compile().as_text())
+    ops = loop_body_ops(jax.jit(decode).lower(lm, state).compile().as_text())
     assert any("dynamic-update-slice" in op or "scatter" in op for op in ops), "no decode step found in the loop"
-
-    def elements(line):
-        shape = re.search(r"= \w+\[([\d,]*)\]", line)
-        return int(np.prod([int(d) for d in shape.group(1).split(",") if d])) if shape else 0
-
     return [op.strip()[:160] for op in ops if re.search(op_pattern, op) and elements(op) >= size]
 
 
@@ -336,7 +307,7 @@ def test_decode_steps_read_a_length_bucket_never_the_whole_cache(llama_lm):
         tokens = jnp.full((n,), 5, jnp.int32)
         return jax.lax.fori_loop(0, steps, lambda i, s: lm.extend(s, tokens), state)
 
-    ops = _loop_body_ops(jax.jit(decode).lower(llama_lm, state).compile().as_text())
+    ops = loop_body_ops(jax.jit(decode).lower(llama_lm, state).compile().as_text())
     switches = [op for op in ops if " conditional(" in op]
     assert len(switches) == llama_lm.config.num_layers
     assert all(op.count("branch_computations") == 1 and
