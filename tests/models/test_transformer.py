@@ -195,23 +195,48 @@ def test_gather_to_another_number_of_particles_equals_the_whole_buffer_gather(ll
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def _resample_decode_loop(lm, state, key):
+    """Six decode steps of ``state``'s particles, resampled (sorted random ancestors) before every
+    other step."""
+    n = state.num_particles
+
+    def body(i, s):
+        idx = jnp.sort(jax.random.randint(jax.random.fold_in(key, i), (n,), 0, n))
+        moved = jax.lax.cond(i % 2 == 0, lambda s: lm.gather(s, idx), lambda s: s, s)
+        return lm.extend(moved, jnp.full((n,), 5, jnp.int32))
+    return jax.lax.fori_loop(0, 6, body, state)
+
+
 def test_resampling_in_a_loop_copies_no_whole_cache(llama_lm):
     """The optimised HLO of a loop of (resample, decode) steps holds no copy of a cache-sized array:
     the gather writes its blocks in place into the loop's cache (a switch over buckets, or a
     gather of the whole buffer, makes XLA copy every layer's cache at each resampling)."""
-    n = 4
-    state = llama_lm.prefill([1, 2, 3], n, 40)
+    state = llama_lm.prefill([1, 2, 3], 4, 40)
     size = int(np.prod(state.cache["k"][0].shape))
-
-    def loop(lm, state, key):
-        def body(i, s):
-            idx = jnp.sort(jax.random.randint(jax.random.fold_in(key, i), (n,), 0, n))
-            moved = jax.lax.cond(i % 2 == 0, lambda s: lm.gather(s, idx), lambda s: s, s)
-            return lm.extend(moved, jnp.full((n,), 5, jnp.int32))
-        return jax.lax.fori_loop(0, 6, body, state)
-
-    ops = loop_body_ops(jax.jit(loop).lower(llama_lm, state, jax.random.key(0)).compile().as_text())
+    ops = loop_body_ops(jax.jit(_resample_decode_loop).lower(llama_lm, state, jax.random.key(0)).compile().as_text())
     assert any(" scatter(" in op for op in ops), "no block write found"
 
     copies = [op.strip()[:160] for op in ops if re.search(r"\bcopy\(", op) and elements(op) >= size]
     assert not copies, copies
+
+
+def test_resampling_under_the_prompt_axis_updates_no_whole_cache(llama_lm):
+    """Under a batch's prompt axis (``jax.vmap``) the gather's block writes stay scatters: no
+    update of a cache-sized array in the loop (a ``dynamic_update_slice`` becomes a clipped
+    scatter under vmap, which XLA:CPU rewrote as a select-and-update fusion over the whole cache
+    at every block, 1.15x slower for SMC over 64 prompts: this check fails on it)."""
+    from genppl.models.batch import PROMPT_AXIS, pad_prompts
+
+    n = 4
+    tokens, lengths, _, capacity = pad_prompts(llama_lm, [[1, 2, 3], [4, 5, 6, 7, 8]], 40)
+
+    def batch(lm, tokens, lengths, keys):
+        one = lambda t, k, key: _resample_decode_loop(lm, lm.initial_state(t, k, n, capacity), key)
+        return jax.vmap(one, axis_name=PROMPT_AXIS)(tokens, lengths, keys)
+
+    keys = jax.random.split(jax.random.key(0), 2)
+    ops = loop_body_ops(jax.jit(batch).lower(llama_lm, tokens, lengths, keys).compile().as_text())
+    size = 2 * int(np.prod(llama_lm.initial_state(tokens[0], lengths[0], n, capacity).cache["k"][0].shape))
+    updates = [op.strip()[:160] for op in ops if re.search(r"\bdynamic-update-slice\(", op) and elements(op) >= size]
+    assert any(" scatter(" in op for op in ops), "no block write found"
+    assert not updates, updates
