@@ -32,7 +32,10 @@ def any_prompt(flag):
     gather of the particles and their LM cache): under ``vmap`` a per-prompt predicate makes
     JAX run both branches, while an unbatched one keeps the ``cond``. Inside the branch the
     work is then selected per prompt (e.g. identity ancestors for the prompts that do not
-    resample), so each prompt's result is exactly its one-prompt result.
+    resample), so each prompt's result is exactly its one-prompt result. Loops use it for their
+    ``while_loop`` predicate: a per-prompt predicate makes ``vmap`` select every carry leaf (the
+    KV caches too) at every step, while an or-ed one runs the body for every prompt, which must
+    leave a prompt whose own predicate is false unchanged (e.g. a step of finished particles).
     """
     flag = jnp.asarray(flag, bool)
     try:
