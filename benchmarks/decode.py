@@ -77,15 +77,6 @@ def torch_runner(model, prompt, n, tokens, threads):
     return run
 
 
-def interleaved(runners: dict, repeats: int, rounds: dict | None = None) -> dict:
-    """Median seconds of each runner over :func:`testbed.interleaved` rounds (``rounds``, when
-    given, receives every runner's seconds per round)."""
-    times = testbed.interleaved(runners, repeats)
-    if rounds is not None:
-        rounds.update(times)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def part_speed(args, lm, path, prompt):
     torch_model = None
     if not args.skip_torch:
@@ -103,8 +94,8 @@ def part_speed(args, lm, path, prompt):
         runners = {"ours": ours_runner(lm, prompt, n, args.tokens)}
         if torch_model is not None:
             runners.update({t: torch_runner(torch_model, prompt, n, args.tokens, t) for t in threads})
-        rounds = {}
-        med = interleaved(runners, args.repeats, rounds)
+        rounds = testbed.interleaved(runners, args.repeats)
+        med = testbed.medians(rounds)
         ours = n * args.tokens / med.pop("ours")
         if not med:
             print(f"| {n} | {ours:,.0f} | - | - | - |", flush=True)
@@ -121,8 +112,8 @@ def part_dtype(args, path, prompt):
     print("| N | float32 tokens/s | bfloat16 tokens/s | ratio (bfloat16 / float32) | median of per-round ratios |")
     print("|---:|---:|---:|---:|---:|")
     for n in args.n:
-        rounds = {}
-        med = interleaved({d: ours_runner(lm, prompt, n, args.tokens) for d, lm in lms.items()}, args.repeats, rounds)
+        rounds = testbed.interleaved({d: ours_runner(lm, prompt, n, args.tokens) for d, lm in lms.items()}, args.repeats)
+        med = testbed.medians(rounds)
         f32, bf16 = (n * args.tokens / med[d] for d in ("float32", "bfloat16"))
         print(f"| {n} | {f32:,.0f} | {bf16:,.0f} | {bf16 / f32:.2f}x | "
               f"{testbed.round_ratio(rounds, 'float32', 'bfloat16'):.2f}x |", flush=True)
@@ -146,7 +137,7 @@ def part_capacity(args, lm, prompt):
                 out = sampling.generate(lm, state, jax.random.key(seed), tokens, models.Processing(), tokens)
                 jax.block_until_ready(out)
             runners[name] = run
-        med = interleaved(runners, args.repeats)
+        med = testbed.medians(testbed.interleaved(runners, args.repeats))
         print(f"| {n} | {med['tight'] / tokens * 1e3:.2f} | {med['wide'] / tokens * 1e3:.2f} | "
               f"{med['wide'] / med['tight']:.2f}x |", flush=True)
 
@@ -197,7 +188,7 @@ def part_peak(args, lm, prompt):
         print(f"matmul [{m}x{k}] @ [{k}x{n}]: {gflops:.1f} GFLOP/s")
         best = max(best, gflops)
     n, tokens = 256, args.tokens
-    med = interleaved({"ours": ours_runner(lm, prompt, n, tokens)}, args.repeats)["ours"]
+    med = testbed.medians(testbed.interleaved({"ours": ours_runner(lm, prompt, n, tokens)}, args.repeats))["ours"]
     D, I, V, L = c.hidden_size, c.intermediate_size, c.vocab_size, c.num_layers
     qkvo = D * (c.num_heads * c.head_dim) * 2 + D * (c.num_kv_heads * c.head_dim) * 2
     mlp = D * I * (3 if c.gated_mlp else 2)

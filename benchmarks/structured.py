@@ -46,7 +46,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -184,9 +183,6 @@ def llguidance_json_grammar(schema):
 
 
 # ---- timing -------------------------------------------------------------------------------------
-def interleaved(rows: dict, repeats: int) -> dict:
-    """{name: median seconds} of every row's ``run(seed)`` over :func:`testbed.interleaved` rounds."""
-    return {name: statistics.median(t) for name, t in testbed.interleaved(rows, repeats).items()}
 
 
 def smc_row(lm, prompt, n, tokens, constraint, engine=None, ess_threshold=0.0):
@@ -325,7 +321,7 @@ def genlm_rows(path, lm, prompt_text, n, tokens, repeats):
             counts["ours_tokens"] = sum(len(ids) for ids in result.token_ids)
             counts["ours_text"] = result.texts[int(np.argmax(result.weights))]
 
-        seconds = interleaved({"genlm": run_genlm, "ours": run_ours}, repeats)
+        seconds = testbed.medians(testbed.interleaved({"genlm": run_genlm, "ours": run_ours}, repeats))
         out[name] = (counts["tokens"] / seconds["genlm"], counts["ours_tokens"] / seconds["ours"], counts)
     print(f"\ngenlm-control 0.4.1 against ours, N={n}, at most {tokens} tokens, same checkpoint ({path})")
     print("| constraint | genlm-control tokens/s | ours tokens/s | ours / genlm |")
@@ -354,14 +350,14 @@ def main(argv=None):
         lm = models.load(args.model)
         prompt = [lm.eos_id] + lm.tokenizer.encode("Q: What is 2 + 3?\nA:")
         rows, infos, build, sizes = overhead_rows(lm, prompt, args.n, args.tokens)
-        seconds = interleaved(rows, args.repeats)
+        seconds = testbed.medians(testbed.interleaved(rows, args.repeats))
         report(f"overhead: {lm!r}, N={args.n}, {args.tokens} steps", seconds, infos, build, sizes, args.tokens)
     if "vocab" in args.part:
         for vocab in args.vocab:
             lm = synthetic_lm(vocab)
             prompt = [int(t) for t in np.random.default_rng(0).integers(1, vocab, 8)]
             rows, infos, build, sizes = overhead_rows(lm, prompt, args.n, args.tokens)
-            seconds = interleaved(rows, args.repeats)
+            seconds = testbed.medians(testbed.interleaved(rows, args.repeats))
             report(f"vocabulary {vocab:,} (synthetic byte-level, random-init 2-layer model), N={args.n}, "
                    f"{args.tokens} steps", seconds, infos, build, sizes, args.tokens)
     if "genlm" in args.part:

@@ -14,8 +14,9 @@
 * **Confidence intervals over problems.** :func:`wilson` (binomial, for 0/1 outcomes per
   problem) and :func:`bootstrap` (percentile bootstrap of the mean, for per-problem values
   that are not 0/1 and for paired differences), both 95% by default, from ``scipy.stats``.
-* **Timing.** :func:`interleaved` times runners in alternating rounds and :func:`round_ratio`
-  takes the median of two sides' per-round ratios (the speed benchmarks share them).
+* **Timing.** :func:`interleaved` times runners in alternating rounds, :func:`medians` takes
+  each runner's median and :func:`round_ratio` the median of two sides' per-round ratios (the
+  speed benchmarks share them).
 * **Output.** :func:`write_section` puts a markdown block into benchmarks/RESULTS.md between
   ``<!-- BEGIN name -->`` / ``<!-- END name -->`` markers (replaced on a rerun, appended the
   first time); :func:`figure_path` and :func:`new_figure` give PNGs drawn with matplotlib's
@@ -257,7 +258,6 @@ def choose_on_dev(candidates: Sequence, score: Callable[[object], float], what: 
     return best
 
 
-# ---- output -------------------------------------------------------------------------------
 # ---- timing -------------------------------------------------------------------------------
 def interleaved(runners: dict, repeats: int) -> dict:
     """{name: [seconds of each timed call]} of every runner's ``run(seed)``: one warm-up call
@@ -280,6 +280,12 @@ def round_ratio(rounds: dict, slower: str, faster: str) -> float:
     return statistics.median(a / b for a, b in zip(rounds[slower], rounds[faster]))
 
 
+def medians(rounds: dict) -> dict:
+    """{name: median seconds} of ``rounds`` from :func:`interleaved`."""
+    return {name: statistics.median(t) for name, t in rounds.items()}
+
+
+# ---- output -------------------------------------------------------------------------------
 def machine_line() -> str:
     import jax
 
